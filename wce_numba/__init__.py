@@ -1,0 +1,19 @@
+"""TensorFlow's weighted cross entropy with logits as Numba-compiled kernels.
+
+The public API is re-exported here; everything else lives in private modules:
+``_kernels`` (scalar math), ``_ufuncs`` (ufunc builders per target),
+``_validate`` (argument checks), ``_dispatch`` (which compiled ufunc runs) and
+``api`` (the documented functions).
+"""
+
+from .api import (
+    weighted_cross_entropy_with_logits,
+    weighted_cross_entropy_with_logits_grad,
+)
+
+__all__ = [
+    "weighted_cross_entropy_with_logits",
+    "weighted_cross_entropy_with_logits_grad",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""The dispatcher: chooses which compiled ufunc serves a call, and runs it.
+
+On the CPU there are two ufuncs per quantity, compiled from the same kernel:
+``cpu`` (one thread) and ``parallel`` (Numba's threading layer). Starting the
+thread pool costs microseconds per call, so small arrays stay on one core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from ._ufuncs import cpu_ufunc
+from ._validate import Prepared
+
+logger = logging.getLogger("wce_numba")
+
+# Element count from which the parallel ufunc is used. Measured on 2 cores
+# (AMD EPYC Zen 4, numba 0.68.1, OpenMP layer) with
+# ``python benchmarks/bench_elementwise.py --threshold``: below about 2e4
+# elements the thread start-up costs more than the second core gains.
+PARALLEL_THRESHOLD = 20_000
+
+# Numba's workqueue threading layer (its fallback when neither tbb nor OpenMP
+# loads) aborts the whole process when two threads launch parallel work at
+# once. One parallel call at a time, whatever the layer: a caller that finds
+# another call in flight runs the serial ufunc instead. The cores are busy
+# with the call in flight anyway, and both ufuncs give bit-identical results.
+_parallel_slot = threading.Lock()
+
+
+def select_ufunc(quantity: str, size: int) -> tuple[np.ufunc, bool]:
+    """The CPU ufunc for ``size`` elements, and whether it holds the parallel slot.
+
+    A True second value means the caller must release ``_parallel_slot`` after
+    the call (``run_cpu`` does).
+    """
+    if size >= PARALLEL_THRESHOLD and _parallel_slot.acquire(blocking=False):
+        return cpu_ufunc(quantity, "parallel"), True
+
+    if size >= PARALLEL_THRESHOLD:
+        logger.debug(
+            "%s: another parallel call is in flight; running %d elements on one core",
+            quantity,
+            size,
+        )
+    return cpu_ufunc(quantity, "cpu"), False
+
+
+def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
+    """Evaluate ``quantity`` elementwise on the CPU; returns what the ufunc returns.
+
+    ``out`` must already have the compute dtype (the API handles float16).
+    """
+    ufunc, holds_slot = select_ufunc(quantity, prepared.logits.size)
+    try:
+        return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
+    finally:
+        if holds_slot:
+            _parallel_slot.release()
