@@ -56,7 +56,13 @@ def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
     """
     ufunc, holds_slot = select_ufunc(quantity, prepared.logits.size)
     try:
-        return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
+        # The kernels' error-free transformations meet inf - inf inside a
+        # branch whose result they then discard (at infinite logits, say), and
+        # that raises the FPU's invalid flag, which NumPy would report as a
+        # warning. The results follow the documented limits; NaN inputs still
+        # give NaN. Overflow and division warnings stay on.
+        with np.errstate(invalid="ignore"):
+            return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
     finally:
         if holds_slot:
             _parallel_slot.release()

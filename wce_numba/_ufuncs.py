@@ -46,4 +46,9 @@ def cpu_ufunc(quantity: str, target: CpuTarget) -> np.ufunc:
     1.386294
     """
     kernel = KERNELS[quantity]
-    return numba.vectorize(SIGNATURES, target=target, cache=True)(kernel)
+    compiled = numba.vectorize(SIGNATURES, target=target, cache=True)(kernel)
+
+    # The cpu target returns a DUFunc, a wrapper that can add loops for new
+    # dtypes at call time; its ``.ufunc`` is the NumPy ufunc with just our two
+    # loops, and calling it directly skips a Python-level __call__.
+    return getattr(compiled, "ufunc", compiled)

@@ -1,0 +1,92 @@
+"""The compiled kernels: float32 stays float32, the ufuncs have the right loops."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from wce_numba import _ufuncs
+
+# Compiles each kernel for float32 as a C callback and counts the `double`
+# tokens in its LLVM IR. NUMBA_OPT=0 keeps LLVM from folding a promotion away
+# (max(x, 0.0) on a float32 compiles to fpext/fptrunc pairs that the optimiser
+# would otherwise remove), so any float64 literal or promotion shows up.
+IR_SCRIPT = textwrap.dedent(
+    """
+    import re, sys
+    import numba
+    from numba import float32
+    from wce_numba import _kernels
+
+    def promoted(labels, logits, pos_weight):
+        return max(-logits, 0.0)
+
+    kernels = {"loss": _kernels.loss, "grad": _kernels.loss_grad,
+               "promoted": promoted}
+    for name, kernel in kernels.items():
+        compiled = numba.cfunc(float32(float32, float32, float32))(kernel)
+        ir = compiled.inspect_llvm()
+        print(name, len(re.findall(r"\\bdouble\\b", ir)))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def double_counts():
+    result = subprocess.run(
+        [sys.executable, "-c", IR_SCRIPT],
+        env={**os.environ, "NUMBA_OPT": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        name: int(count)
+        for name, count in (line.split() for line in result.stdout.splitlines())
+    }
+
+
+@pytest.mark.parametrize("kernel", ["loss", "grad"])
+def test_float32_kernel_has_no_double_operation(double_counts, kernel):
+    assert double_counts[kernel] == 0
+
+
+def test_ir_check_detects_a_float64_literal(double_counts):
+    # The same check on a kernel with a bare 0.0 literal must find doubles,
+    # or the two tests above prove nothing.
+    assert double_counts["promoted"] > 0
+
+
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_ufuncs_have_exactly_float32_and_float64_loops(quantity, target):
+    ufunc = _ufuncs.cpu_ufunc(quantity, target)
+
+    assert ufunc.types == ["fff->f", "ddd->d"]
+    assert ufunc.nin == 3 and ufunc.nout == 1
+
+
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_cpu_and_parallel_ufuncs_agree_bit_for_bit(quantity):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 10, 50_000)
+    z = rng.uniform(0, 1, 50_000)
+
+    serial = _ufuncs.cpu_ufunc(quantity, "cpu")(z, x, 2.0)
+    parallel = _ufuncs.cpu_ufunc(quantity, "parallel")(z, x, 2.0)
+
+    np.testing.assert_array_equal(serial, parallel)
+
+
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_building_blocks_are_numpy_ufuncs(target):
+    ufunc = _ufuncs.cpu_ufunc("loss", target)
+
+    assert isinstance(ufunc, np.ufunc)
+    out = np.empty(3)
+    result = ufunc([1.0, 0.0, 0.5], [0.0, 0.0, 0.0], 2.0, out=out)
+    assert result is out
+
