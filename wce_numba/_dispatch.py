@@ -49,6 +49,25 @@ def select_ufunc(quantity: str, size: int) -> tuple[np.ufunc, bool]:
     return cpu_ufunc(quantity, "cpu"), False
 
 
+def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
+    """Whether the ufunc may write into the caller's ``out`` itself.
+
+    Numba 0.68's CPU ufunc loops (both targets) ignore the output's stride:
+    given an ``out`` that NumPy walks with a step other than one element (a
+    strided or reversed view, or a layout unlike the inputs') they write it
+    as if contiguous, which gives wrong results and can corrupt the heap.
+    Inputs of any stride are read correctly. So ``out`` goes to the ufunc
+    only when it and the labels and logits are all C-contiguous; otherwise
+    the API computes into a fresh array and copies, at the cost of one more
+    pass over the result.
+    """
+    return (
+        out.flags.c_contiguous
+        and prepared.labels.flags.c_contiguous
+        and prepared.logits.flags.c_contiguous
+    )
+
+
 def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
     """Evaluate ``quantity`` elementwise on the CPU; returns what the ufunc returns.
 

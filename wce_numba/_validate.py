@@ -63,12 +63,15 @@ def result_dtypes(logits: np.ndarray) -> tuple[np.dtype, np.dtype]:
     logits are computed and returned in float64, as NumPy's own math does.
     """
     if logits.dtype.kind == "f":
-        if logits.dtype not in _COMPUTE_DTYPE:
+        # Byte order does not matter here ('>f8' is float64 too); the result
+        # comes back in native order.
+        native = np.dtype(logits.dtype.type)
+        if native not in _COMPUTE_DTYPE:
             raise TypeError(
                 "logits must be float16, float32 or float64 (or integer or "
                 f"bool), got dtype {logits.dtype}"
             )
-        return _COMPUTE_DTYPE[logits.dtype], logits.dtype
+        return _COMPUTE_DTYPE[native], native
 
     return np.dtype(np.float64), np.dtype(np.float64)
 

@@ -11,21 +11,26 @@ from ._typing import ArrayLike
 def _elementwise(quantity: str, labels, logits, pos_weight, out):
     """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
     prepared = _validate.prepare(labels, logits, pos_weight)
-    shape = prepared.logits.shape
     if out is not None:
-        _validate.check_out(out, shape, prepared.result_dtype)
+        _validate.check_out(out, prepared.logits.shape, prepared.result_dtype)
 
-    # float16 is computed in float32; the caller's float16 ``out`` receives the
-    # rounded result afterwards.
-    native_out = out if prepared.result_dtype == prepared.compute_dtype else None
-    result = _dispatch.run_cpu(quantity, prepared, native_out)
+    # float16 is computed in float32, and some layouts of ``out`` cannot be
+    # handed to the ufunc (see ``can_write_directly``): those compute into a
+    # fresh array first.
+    direct = (
+        out is not None
+        and prepared.result_dtype == prepared.compute_dtype
+        and _dispatch.can_write_directly(out, prepared)
+    )
+    result = _dispatch.run_cpu(quantity, prepared, out if direct else None)
 
-    if prepared.result_dtype == prepared.compute_dtype:
-        return result
-    if out is not None:
+    if out is None:
+        if prepared.result_dtype == prepared.compute_dtype:
+            return result
+        return result.astype(prepared.result_dtype)
+    if not direct:
         out[...] = result
-        return out
-    return result.astype(prepared.result_dtype)
+    return out
 
 
 def weighted_cross_entropy_with_logits(
@@ -152,6 +157,7 @@ def weighted_cross_entropy_with_logits_grad(
     labels: ArrayLike,
     logits: ArrayLike,
     pos_weight: ArrayLike,
+    name: str | None = None,
     *,
     out: np.ndarray | None = None,
 ):
@@ -169,6 +175,8 @@ def weighted_cross_entropy_with_logits_grad(
         Unnormalized log-odds; their dtype decides the result's.
     pos_weight : array_like
         Weight of the positive term, a scalar or broadcastable to the logits.
+    name : str, optional
+        Accepted for symmetry with the loss (and TensorFlow) and ignored.
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype for the gradient.
 
