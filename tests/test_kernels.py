@@ -89,4 +89,3 @@ def test_building_blocks_are_numpy_ufuncs(target):
     out = np.empty(3)
     result = ufunc([1.0, 0.0, 0.5], [0.0, 0.0, 0.0], 2.0, out=out)
     assert result is out
-

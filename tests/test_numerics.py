@@ -340,3 +340,5 @@ def test_grad_is_finite_and_exact_at_infinite_logits(dtype):
     grad = weighted_cross_entropy_with_logits_grad(z, x, 2.0)
 
     np.testing.assert_array_equal(grad, np.array([1.0, -2.0, 0.0, 0.0, 0.5], dtype))
+    # An exact zero is +0, not -0.
+    assert not np.signbit(grad[2:4]).any()

@@ -68,6 +68,24 @@ def scaled_log1p_exp_neg(scale_hi, scale_lo, magnitude):
 
 
 @register_jitable
+def triple_product(labels, pos_weight, magnitude):
+    """``labels * pos_weight * magnitude`` as a double-word ``(hi, lo)``.
+
+    ``q |x|`` is formed first: a subnormal ``q z`` (a label of 1e-313, say)
+    would be rounded to a few digits before a large |x| scaled it back into
+    the normal range. Where ``q |x|`` overflows, ``z |x|`` goes first.
+    """
+    scaled, scaled_error = two_product(pos_weight, magnitude)
+    if math.isinf(scaled):
+        scaled, scaled_error = two_product(labels, magnitude)
+        product, error = two_product(scaled, pos_weight)
+        return product, error + scaled_error * pos_weight
+
+    product, error = two_product(labels, scaled)
+    return product, error + labels * scaled_error
+
+
+@register_jitable
 def divide(numerator_hi, numerator_lo, divisor_hi, divisor_lo):
     """``(numerator_hi + numerator_lo) / (divisor_hi + divisor_lo)``, rounded once.
 
@@ -98,19 +116,21 @@ def loss(labels, logits, pos_weight):
     total_lo = total_error + (negative_lo + positive_lo)
 
     if logits >= zero:
-        linear_hi, linear_lo = negative_hi, negative_lo
+        coefficient_is_zero = negative_hi == zero
+        linear, linear_error = two_product(negative_hi, magnitude)
+        linear_error = linear_error + negative_lo * magnitude
     else:
-        linear_hi, linear_lo = positive_hi, positive_lo
+        coefficient_is_zero = pos_weight == zero or labels == zero
+        linear, linear_error = triple_product(labels, pos_weight, magnitude)
 
     tail_hi, tail_lo = scaled_log1p_exp_neg(total_hi, total_lo, magnitude)
-    if linear_hi == zero:
+    if coefficient_is_zero:
         return tail_hi + tail_lo
-
-    linear, linear_error = two_product(linear_hi, magnitude)
     if math.isinf(linear):
         return linear + tail_hi
+
     result, result_error = two_sum(linear, tail_hi)
-    return result + (result_error + (linear_error + tail_lo + linear_lo * magnitude))
+    return result + (result_error + (linear_error + tail_lo))
 
 
 def loss_grad(labels, logits, pos_weight):
@@ -137,11 +157,9 @@ def loss_grad(labels, logits, pos_weight):
     if logits >= zero:
         large_hi, large_lo = negative_hi, negative_lo
         small_hi, small_lo = positive_hi, positive_lo
-        sign = one
     else:
         large_hi, large_lo = positive_hi, positive_lo
         small_hi, small_lo = negative_hi, negative_lo
-        sign = -one
 
     # The coefficient of sigmoid(|x|), and that of sigmoid(-|x|) times e.
     large = divide(large_hi, large_lo, denominator_hi, denominator_lo)
@@ -151,4 +169,8 @@ def loss_grad(labels, logits, pos_weight):
     small = divide(
         small_numerator_hi, small_numerator_lo, denominator_hi, denominator_lo
     )
-    return sign * (large - small)
+    # (1 - z) sigmoid(x) - q z sigmoid(-x), ordered by the sign of x; written
+    # as a difference, not a sign times one, so that an exact 0 stays +0.
+    if logits >= zero:
+        return large - small
+    return small - large
