@@ -63,6 +63,7 @@ def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
     """
     return (
         out.flags.c_contiguous
+        and out.dtype.isnative
         and prepared.labels.flags.c_contiguous
         and prepared.logits.flags.c_contiguous
     )
@@ -75,12 +76,14 @@ def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
     """
     ufunc, holds_slot = select_ufunc(quantity, prepared.logits.size)
     try:
-        # The kernels' error-free transformations meet inf - inf inside a
-        # branch whose result they then discard (at infinite logits, say), and
-        # that raises the FPU's invalid flag, which NumPy would report as a
-        # warning. The results follow the documented limits; NaN inputs still
-        # give NaN. Overflow and division warnings stay on.
-        with np.errstate(invalid="ignore"):
+        # The kernels' error-free transformations meet inf - inf, and form
+        # products that overflow, inside branches whose results they then
+        # discard (at infinite logits, or for a term whose coefficient is 0),
+        # which raises the FPU's invalid and overflow flags that NumPy would
+        # report as warnings. The results follow the documented limits: NaN
+        # only from NaN inputs, inf only where the exact value exceeds the
+        # largest float (the correctly rounded result).
+        with np.errstate(invalid="ignore", over="ignore"):
             return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
     finally:
         if holds_slot:

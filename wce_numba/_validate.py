@@ -37,22 +37,64 @@ class Prepared:
         return self.logits.dtype
 
 
+def _describe(value) -> str:
+    """What came, for an error message: the dtype of an array, else the type."""
+    if isinstance(value, np.ndarray):
+        return f"dtype {value.dtype}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "a Python int outside the int64 range"
+    return type(value).__name__
+
+
 def as_real_array(value, name: str) -> np.ndarray:
-    """``value`` as an ndarray of a real dtype, else TypeError naming ``name``."""
+    """``value`` as an ndarray of a real dtype, else an error naming ``name``.
+
+    Masked arrays are handled by the API before this point; ragged nested
+    lists raise ValueError as in NumPy; other non-real input raises TypeError.
+    """
     try:
         array = np.asarray(value)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:
+        raise ValueError(f"{name} is not a rectangular array: {error}") from None
+    except TypeError as error:
         raise TypeError(
             f"{name} must be a real number or an array of real numbers, "
             f"got {type(value).__name__}: {error}"
         ) from None
 
     if array.dtype.kind not in _REAL_KINDS:
+        got = f"dtype {array.dtype}" if array.dtype != object else _describe(value)
         raise TypeError(
             f"{name} must have a real dtype (bool, integer, float16, float32 or "
-            f"float64), got dtype {array.dtype}"
+            f"float64), got {got}"
+        )
+    if array.dtype.kind == "f" and np.dtype(array.dtype.type) not in _COMPUTE_DTYPE:
+        raise TypeError(
+            f"{name} must be float16, float32 or float64 (or integer or bool), "
+            f"got dtype {array.dtype}"
         )
     return array
+
+
+def cast(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``array`` in ``dtype``, refusing finite values the cast would make infinite.
+
+    A pos_weight of 1e40 with float32 logits would become inf, and inf * 0 is
+    NaN where the exact loss is finite: an error is clearer than that.
+    """
+    if array.dtype == dtype:
+        return array
+
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype)
+    if array.dtype.kind == "f" and np.isinf(converted).any():
+        overflowed = np.isinf(converted) & np.isfinite(array)
+        if overflowed.any():
+            raise ValueError(
+                f"{name} has values beyond the range of {dtype}, the logits' "
+                f"dtype (largest magnitude {np.abs(array[overflowed]).max():g})"
+            )
+    return converted
 
 
 def result_dtypes(logits: np.ndarray) -> tuple[np.dtype, np.dtype]:
@@ -64,13 +106,8 @@ def result_dtypes(logits: np.ndarray) -> tuple[np.dtype, np.dtype]:
     """
     if logits.dtype.kind == "f":
         # Byte order does not matter here ('>f8' is float64 too); the result
-        # comes back in native order.
+        # comes back in native order. Other float widths were refused already.
         native = np.dtype(logits.dtype.type)
-        if native not in _COMPUTE_DTYPE:
-            raise TypeError(
-                "logits must be float16, float32 or float64 (or integer or "
-                f"bool), got dtype {logits.dtype}"
-            )
         return _COMPUTE_DTYPE[native], native
 
     return np.dtype(np.float64), np.dtype(np.float64)
@@ -92,9 +129,9 @@ def prepare(labels, logits, pos_weight) -> Prepared:
 
     compute_dtype, result_dtype = result_dtypes(logits)
     return Prepared(
-        labels=labels.astype(compute_dtype, copy=False),
-        logits=logits.astype(compute_dtype, copy=False),
-        pos_weight=pos_weight.astype(compute_dtype, copy=False),
+        labels=cast(labels, compute_dtype, "labels"),
+        logits=cast(logits, compute_dtype, "logits"),
+        pos_weight=cast(pos_weight, compute_dtype, "pos_weight"),
         result_dtype=result_dtype,
     )
 
@@ -126,8 +163,21 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
         raise ValueError(
             f"out must have the logits' shape {shape}, got out shape {out.shape}"
         )
-    if out.dtype != dtype:
+    if np.dtype(out.dtype.type) != dtype:
         raise TypeError(f"out must have dtype {dtype}, got out dtype {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable, got a read-only array")
     return out
+
+
+def check_name(name) -> None:
+    """``name`` is TensorFlow's op name: a str or None, ignored otherwise.
+
+    Checking it catches a NumPy-style positional ``out``, which would
+    otherwise bind to ``name`` and be silently ignored.
+    """
+    if name is not None and not isinstance(name, str):
+        raise TypeError(
+            f"name must be a str or None, got {type(name).__name__} (pass the "
+            "output array as out=...)"
+        )

@@ -8,8 +8,12 @@ from . import _dispatch, _validate
 from ._typing import ArrayLike
 
 
-def _elementwise(quantity: str, labels, logits, pos_weight, out):
+def _elementwise(quantity: str, labels, logits, pos_weight, out, name=None):
     """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
+    _validate.check_name(name)
+    if any(isinstance(a, np.ma.MaskedArray) for a in (labels, logits, pos_weight)):
+        return _masked(quantity, labels, logits, pos_weight, out)
+
     prepared = _validate.prepare(labels, logits, pos_weight)
     if out is not None:
         _validate.check_out(out, prepared.logits.shape, prepared.result_dtype)
@@ -31,6 +35,33 @@ def _elementwise(quantity: str, labels, logits, pos_weight, out):
     if not direct:
         out[...] = result
     return out
+
+
+def _masked(quantity: str, labels, logits, pos_weight, out):
+    """Masked inputs give a masked result, as NumPy's ufuncs do.
+
+    Masked elements are computed from harmless fill values (label 0, logit 0,
+    pos_weight 1) and masked in the result, whatever lies under the mask.
+    """
+    if out is not None:
+        raise TypeError(
+            "out= is not supported with masked arrays; got out= and a "
+            "numpy.ma.MaskedArray input"
+        )
+
+    result = _elementwise(
+        quantity,
+        np.ma.filled(labels, 0),
+        np.ma.filled(logits, 0),
+        np.ma.filled(pos_weight, 1),
+        None,
+    )
+    mask = (
+        np.ma.getmaskarray(labels)
+        | np.ma.getmaskarray(logits)
+        | np.ma.getmaskarray(pos_weight)
+    )
+    return np.ma.MaskedArray(result, mask=mask)
 
 
 def weighted_cross_entropy_with_logits(
@@ -69,7 +100,8 @@ def weighted_cross_entropy_with_logits(
         for logits of shape ``(N, C)``). Any real value, 0 and negative
         included, is used as given.
     name : str, optional
-        Accepted for compatibility with TensorFlow and ignored.
+        Accepted for compatibility with TensorFlow and ignored (anything but a
+        str or None raises TypeError, which catches a positional ``out``).
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype that receives the
         loss. It may be one of the inputs; otherwise inputs are never written.
@@ -78,13 +110,16 @@ def weighted_cross_entropy_with_logits(
     -------
     numpy.ndarray or numpy scalar
         The elementwise loss with the logits' shape (a NumPy scalar for 0-d
-        input, as NumPy's ufuncs return), or ``out`` when given.
+        input, as NumPy's ufuncs return), or ``out`` when given. Masked-array
+        input gives a masked array, masked where any input is.
 
     Raises
     ------
     ValueError
         If labels and logits differ in shape, ``pos_weight`` does not
-        broadcast to the logits' shape, or ``out`` has the wrong shape.
+        broadcast to the logits' shape, ``out`` has the wrong shape, an input
+        is a ragged nested list, or a finite label or pos_weight overflows
+        the logits' dtype (1e40 with float32 logits).
     TypeError
         If an input is not real (complex, object, string) or ``out`` has the
         wrong dtype; the message names the argument and its dtype.
@@ -150,7 +185,7 @@ def weighted_cross_entropy_with_logits(
     >>> weighted_cross_entropy_with_logits([1.0, 0.0], [np.inf, -np.inf], 2.0)
     array([0., 0.])
     """
-    return _elementwise("loss", labels, logits, pos_weight, out)
+    return _elementwise("loss", labels, logits, pos_weight, out, name)
 
 
 def weighted_cross_entropy_with_logits_grad(
@@ -215,4 +250,4 @@ def weighted_cross_entropy_with_logits_grad(
     >>> np.round(grad, 6)
     array([-1.      ,  0.5     ,  0.321196])
     """
-    return _elementwise("grad", labels, logits, pos_weight, out)
+    return _elementwise("grad", labels, logits, pos_weight, out, name)
