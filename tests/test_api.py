@@ -574,14 +574,15 @@ def test_parallel_path_is_bit_identical_to_serial(
         pos_weight = pos_weight[0]
     pos_weight_rows = np.broadcast_to(pos_weight, labels.shape)
     chosen = []
-    select = _dispatch.select_ufunc
+    run_blocks = _dispatch._run_blocks
 
-    def spy(name, size):
-        ufunc, holds_slot = select(name, size)
-        chosen.append(ufunc is cpu_ufunc(name, "parallel"))
-        return ufunc, holds_slot
+    def spy(*args):
+        chosen.append(True)
+        return run_blocks(*args)
 
-    monkeypatch.setattr(_dispatch, "select_ufunc", spy)
+    monkeypatch.setattr(_dispatch, "_run_blocks", spy)
+    monkeypatch.setattr(_dispatch, "thread_count", lambda: 2)
+    monkeypatch.setattr(_dispatch, "parallel_ufunc_is_safe", lambda: False)
 
     result = PUBLIC[quantity](labels, logits, pos_weight)
 

@@ -92,36 +92,37 @@ def test_concurrent_calls_match_a_single_call(size, calls_per_thread):
     assert errors == []
     assert len(results) == THREADS * calls_per_thread
     assert all(r.tobytes() == expected.tobytes() for r in results)
-    assert not _dispatch._parallel_slot.locked()
 
 
-def test_large_call_runs_serially_while_another_holds_the_parallel_slot():
-    labels, logits = inputs(LARGE)
-    expected = cpu_ufunc("loss", "cpu")(labels, logits, POS_WEIGHT)
-    results = []
+FORK_SCRIPT = """
+import multiprocessing, numpy as np
+from wce_numba import weighted_cross_entropy_with_logits as loss
 
-    # The call runs in a thread so that a call waiting for the slot fails the
-    # test instead of hanging it.
-    worker = threading.Thread(
-        target=lambda: results.append(
-            weighted_cross_entropy_with_logits(labels, logits, POS_WEIGHT)
-        )
+x = np.linspace(-5.0, 5.0, 200_000)
+z = (np.arange(x.size) % 2).astype(float)
+parent = loss(z, x, 2.0)          # the multi-core path, before the fork
+
+def child(_):
+    return loss(z, x, 2.0).tobytes() == parent.tobytes()
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print(all(pool.map(child, range(4), chunksize=1)))
+"""
+
+
+def test_forked_children_can_call_after_the_parent_used_every_core():
+    # GNU OpenMP kills a forked child that starts parallel work once the
+    # parent has; a thread pool inherited across fork has no threads. Either
+    # would hang or kill the pool's workers here.
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert _dispatch._parallel_slot.acquire(blocking=False)
-    try:
-        worker.start()
-        worker.join(timeout=60)
-        finished = not worker.is_alive()
-        # The call must not release a slot it did not take.
-        still_held = _dispatch._parallel_slot.locked()
-    finally:
-        _dispatch._parallel_slot.release()
-    worker.join()
 
-    assert finished
-    assert still_held
-    assert len(results) == 1
-    assert results[0].tobytes() == expected.tobytes()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 # Runs in a fresh interpreter: prints the threading layer and the digests of
@@ -145,15 +146,25 @@ def inputs(size):
     return labels, logits
 
 
+@numba.njit(parallel=True)
+def user_parallel_code(values):
+    total = 0.0
+    for i in numba.prange(values.size):
+        total += values[i]
+    return total
+
+
 small = inputs(101)
 large = inputs({LARGE})
+# The process's own Numba code starts the requested layer, as a user's would.
 try:
-    expected_large = loss(*large, {POS_WEIGHT!r})
+    user_parallel_code(np.ones(1000))
 except ValueError as error:
     if "threading layer" not in str(error):
         raise
     print("unavailable:", error)
     raise SystemExit(3)
+expected_large = loss(*large, {POS_WEIGHT!r})
 expected_small = loss(*small, {POS_WEIGHT!r})
 print("layer", numba.threading_layer())
 
@@ -212,3 +223,17 @@ def test_concurrent_calls_survive_each_threading_layer(layer):
     assert [line for line in lines if line.startswith("digest")] == [
         f"digest {digest(array)}" for array in expected
     ]
+
+
+def test_parallel_ufunc_serves_large_calls_when_its_layer_is_safe(monkeypatch):
+    # With TBB as Numba's layer the dispatcher uses the parallel ufunc and
+    # not the block pool; the result is the serial one, bit for bit.
+    monkeypatch.setattr(_dispatch, "parallel_ufunc_is_safe", lambda: True)
+    monkeypatch.setattr(_dispatch, "thread_count", lambda: 2)
+    monkeypatch.setattr(_dispatch, "_run_blocks", None)  # must not be called
+    labels, logits = inputs(LARGE)
+
+    result = weighted_cross_entropy_with_logits(labels, logits, POS_WEIGHT)
+
+    serial = cpu_ufunc("loss", "cpu")(labels, logits, POS_WEIGHT)
+    assert result.tobytes() == serial.tobytes()

@@ -1,15 +1,35 @@
-"""The dispatcher: chooses which compiled ufunc serves a call, and runs it.
+"""The dispatcher: chooses how a CPU call runs, and runs it.
 
 On the CPU there are two ufuncs per quantity, compiled from the same kernel:
-``cpu`` (one thread) and ``parallel`` (Numba's threading layer). Starting the
-thread pool costs microseconds per call, so small arrays stay on one core.
+``cpu`` (one thread) and ``parallel`` (Numba's threading layer). Small arrays
+run on one core: starting work on other cores costs tens of microseconds.
+Large arrays use every core, in one of two ways:
+
+* Numba's ``parallel`` ufunc, when its threading layer is TBB: safe from any
+  number of Python threads and across ``fork()``, and fast.
+* Otherwise the ``cpu`` ufunc on equal blocks of rows, one per thread of a
+  small pool. NumPy releases the GIL inside the ufunc loop, so the blocks run
+  at the same time. Numba's other layers are unfit here: under GNU OpenMP (what
+  a pip install gets without TBB) the parallel ufunc was 20 times slower than
+  the serial one on a light kernel and not faster on ours, and a process that
+  forks after using it kills its children; the workqueue layer aborts the
+  process when two threads launch parallel work at once.
+
+Both ways give results bit-identical to the serial ufunc: each element is
+computed by the same kernel, independently.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
+import functools
 import logging
+import os
+import sys
 import threading
 
+import numba
 import numpy as np
 
 from ._ufuncs import cpu_ufunc
@@ -17,49 +37,165 @@ from ._validate import Prepared
 
 logger = logging.getLogger("wce_numba")
 
-# Element count from which the parallel ufunc is used. Measured on 2 cores
-# (AMD EPYC Zen 4, numba 0.68.1, OpenMP layer) with
-# ``python benchmarks/bench_elementwise.py --threshold``: below about 2e4
-# elements the thread start-up costs more than the second core gains.
+# Element count from which a call uses every core. Measured on 2 cores (AMD
+# EPYC Zen 4, numba 0.68.1) with ``python benchmarks/bench_elementwise.py
+# --threshold``: handing a block to the pool costs about 30-60 us, which the
+# second core repays from roughly 1e4 elements of this kernel (~35 ns each).
 PARALLEL_THRESHOLD = 20_000
 
-# Numba's workqueue threading layer (its fallback when neither tbb nor OpenMP
-# loads) aborts the whole process when two threads launch parallel work at
-# once. One parallel call at a time, whatever the layer: a caller that finds
-# another call in flight runs the serial ufunc instead. The cores are busy
-# with the call in flight anyway, and both ufuncs give bit-identical results.
-_parallel_slot = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-def select_ufunc(quantity: str, size: int) -> tuple[np.ufunc, bool]:
-    """The CPU ufunc for ``size`` elements, and whether it holds the parallel slot.
+def thread_count() -> int:
+    """Threads for a multi-core call: Numba's ``NUMBA_NUM_THREADS`` setting."""
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
-    A True second value means the caller must release ``_parallel_slot`` after
-    the call (``run_cpu`` does).
+
+def _block_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The shared pool of block workers, created on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=thread_count(), thread_name_prefix="wce_numba"
+            )
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child inherits the pool object but none of its threads; work
+    # handed to it would wait forever. The child starts a pool of its own.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _load_pip_tbb() -> None:
+    # pip installs TBB's library into <prefix>/lib, which Numba's loader does
+    # not search; loading it by path first lets Numba find it.
+    for name in ("libtbb.so.12", "libtbb.12.dylib"):
+        path = os.path.join(sys.prefix, "lib", name)
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                return
+            return
+
+
+@functools.cache
+def parallel_ufunc_is_safe() -> bool:
+    """Whether Numba's parallel ufuncs run (or will run) on the TBB layer.
+
+    Numba picks its layer once, at the first parallel launch in the process:
+    from then on ``numba.threading_layer()`` names it. Before that, TBB will
+    be picked if the configuration asks for it first and its library loads.
     """
-    if size >= PARALLEL_THRESHOLD and _parallel_slot.acquire(blocking=False):
-        return cpu_ufunc(quantity, "parallel"), True
+    try:
+        return numba.threading_layer() == "tbb"
+    except ValueError:
+        pass
 
-    if size >= PARALLEL_THRESHOLD:
-        logger.debug(
-            "%s: another parallel call is in flight; running %d elements on one core",
-            quantity,
-            size,
+    requested = numba.config.THREADING_LAYER
+    priority = list(numba.config.THREADING_LAYER_PRIORITY)
+    if requested == "default" and priority[:1] != ["tbb"]:
+        return False
+    if requested not in ("default", "safe", "threadsafe", "tbb"):
+        return False
+
+    _load_pip_tbb()
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_blocks(ufunc, prepared: Prepared, out: np.ndarray, threads: int) -> None:
+    """``ufunc`` over equal blocks of rows of the logits, one block per thread."""
+    labels, logits, pos_weight = prepared.labels, prepared.logits, prepared.pos_weight
+    rows = logits.shape[0]
+    # pos_weight is split with the rows only where it has them; a per-class
+    # weight (or a scalar) broadcasts to every block whole.
+    split_weight = pos_weight.ndim == logits.ndim and pos_weight.shape[0] == rows
+
+    bounds = np.linspace(0, rows, threads + 1).astype(int)
+    blocks = [
+        (
+            labels[start:stop],
+            logits[start:stop],
+            pos_weight[start:stop] if split_weight else pos_weight,
+            out[start:stop],
         )
-    return cpu_ufunc(quantity, "cpu"), False
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+        if stop > start
+    ]
+    pool = _block_pool()
+    futures = [pool.submit(ufunc, z, x, q, out=o) for z, x, q, o in blocks]
+    for future in futures:
+        future.result()
+
+
+def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
+    """Evaluate ``quantity`` elementwise on the CPU; returns what the ufunc returns.
+
+    ``out``, when given, must have the compute dtype and be safe to hand to the
+    ufunc (see ``can_write_directly``); the API sees to both.
+    """
+    size = prepared.logits.size
+    threads = thread_count()
+    rows = prepared.logits.shape[0] if prepared.logits.ndim else 0
+
+    # The kernels' error-free transformations meet inf - inf, and form
+    # products that overflow, inside branches whose results they then
+    # discard (at infinite logits, or for a term whose coefficient is 0),
+    # which raises the FPU's invalid and overflow flags that NumPy would
+    # report as warnings. The results follow the documented limits: NaN only
+    # from NaN inputs, inf only where the exact value exceeds the largest
+    # float (the correctly rounded result).
+    with np.errstate(invalid="ignore", over="ignore"):
+        if size < PARALLEL_THRESHOLD or threads == 1:
+            ufunc = cpu_ufunc(quantity, "cpu")
+        elif parallel_ufunc_is_safe():
+            ufunc = cpu_ufunc(quantity, "parallel")
+        elif (
+            rows >= threads
+            and prepared.labels.flags.c_contiguous
+            and (prepared.logits.flags.c_contiguous)
+        ):
+            # Blocks of rows of C-contiguous arrays are contiguous, and so are
+            # the blocks of ``out`` (see can_write_directly for why it matters).
+            if out is None:
+                out = np.empty(prepared.logits.shape, prepared.compute_dtype)
+            _run_blocks(cpu_ufunc(quantity, "cpu"), prepared, out, threads)
+            return out
+        else:
+            logger.debug(
+                "%s: %d rows of these layouts are not split over %d threads",
+                quantity,
+                rows,
+                threads,
+            )
+            ufunc = cpu_ufunc(quantity, "cpu")
+
+        return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
 
 
 def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
     """Whether the ufunc may write into the caller's ``out`` itself.
 
-    Numba 0.68's CPU ufunc loops (both targets) ignore the output's stride:
-    given an ``out`` that NumPy walks with a step other than one element (a
-    strided or reversed view, or a layout unlike the inputs') they write it
-    as if contiguous, which gives wrong results and can corrupt the heap.
-    Inputs of any stride are read correctly. So ``out`` goes to the ufunc
-    only when it and the labels and logits are all C-contiguous; otherwise
-    the API computes into a fresh array and copies, at the cost of one more
-    pass over the result.
+    Numba 0.68's CPU ufunc loop ignores the output's stride when the inputs
+    are contiguous: given an ``out`` that NumPy walks with a step other than
+    one element (a strided or reversed view, or a layout unlike the inputs')
+    it writes it as if contiguous, which gives wrong results and can corrupt
+    the heap. Inputs of any stride are read correctly. So ``out`` goes to the
+    ufunc only when it and the labels and logits are all C-contiguous (and
+    ``out`` is in native byte order); otherwise the API computes into a fresh
+    array and copies, at the cost of one more pass over the result.
     """
     return (
         out.flags.c_contiguous
@@ -67,24 +203,3 @@ def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
         and prepared.labels.flags.c_contiguous
         and prepared.logits.flags.c_contiguous
     )
-
-
-def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
-    """Evaluate ``quantity`` elementwise on the CPU; returns what the ufunc returns.
-
-    ``out`` must already have the compute dtype (the API handles float16).
-    """
-    ufunc, holds_slot = select_ufunc(quantity, prepared.logits.size)
-    try:
-        # The kernels' error-free transformations meet inf - inf, and form
-        # products that overflow, inside branches whose results they then
-        # discard (at infinite logits, or for a term whose coefficient is 0),
-        # which raises the FPU's invalid and overflow flags that NumPy would
-        # report as warnings. The results follow the documented limits: NaN
-        # only from NaN inputs, inf only where the exact value exceeds the
-        # largest float (the correctly rounded result).
-        with np.errstate(invalid="ignore", over="ignore"):
-            return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
-    finally:
-        if holds_slot:
-            _parallel_slot.release()
