@@ -7,6 +7,7 @@ rounds once, which is what the error-free transformations below rely on.
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
@@ -15,8 +16,8 @@ from numba.extending import intrinsic, overload, register_jitable
 
 
 @intrinsic
-def fma(typingctx, a, b, c):
-    """``a * b + c`` rounded once (all three of the same float type)."""
+def _llvm_fma(typingctx, a, b, c):
+    """``llvm.fma``: ``a * b + c`` rounded once (three floats of one type)."""
     if not (isinstance(a, types.Float) and a == b == c):
         return None
 
@@ -29,6 +30,44 @@ def fma(typingctx, a, b, c):
         return builder.call(function, args)
 
     return a(a, b, c), codegen
+
+
+def fma(a, b, c):
+    """``a * b + c`` rounded once, to the type of ``a``.
+
+    Compiled code, on every Numba target, calls ``llvm.fma`` (the overload
+    below). This body serves code that runs as Python, such as kernels in
+    numba-cuda's simulator: the exact value as a fraction, rounded once.
+    """
+    kind = type(a)
+    try:
+        exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    except (OverflowError, ValueError):  # an infinity or a NaN
+        if math.isfinite(a) and math.isfinite(b):
+            return kind(c)  # a finite product leaves c as it is
+        return kind(a * b + c)
+    if exact == 0:
+        return kind(a * b + c)  # the sign of an exact zero, as IEEE gives it
+    try:
+        nearest = float(exact)
+    except OverflowError:
+        return kind(math.inf if exact > 0 else -math.inf)
+    if np.dtype(kind) == np.float64 or Fraction(nearest) == exact:
+        return kind(nearest)
+
+    # float32: rounding to float64 and then to float32 could round twice.
+    # Rounding to odd in float64 first (53 >= 2 * 24 + 2 bits) cannot.
+    toward = math.inf if exact > nearest else -math.inf
+    neighbour = math.nextafter(nearest, toward)
+    odd = nearest if np.float64(nearest).view(np.int64) & 1 else neighbour
+    return kind(odd)
+
+
+@overload(fma)
+def _fma(a, b, c):
+    if isinstance(a, types.Float) and a == b == c:
+        return lambda a, b, c: _llvm_fma(a, b, c)
+    return None
 
 
 @register_jitable

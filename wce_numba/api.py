@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _dispatch, _validate
+from . import _device, _dispatch, _validate
 from ._typing import ArrayLike
 
 
-def _elementwise(quantity: str, labels, logits, pos_weight, out, name=None):
+def _elementwise(
+    quantity: str, labels, logits, pos_weight, out, name=None, stream=None
+):
     """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
     _validate.check_name(name)
+    if any(_device.is_device_array(a) for a in (labels, logits, pos_weight, out)):
+        return _device.run(quantity, labels, logits, pos_weight, out, stream)
+    _device.stream_argument(stream, labels, logits, pos_weight)
     if any(isinstance(a, np.ma.MaskedArray) for a in (labels, logits, pos_weight)):
         return _masked(quantity, labels, logits, pos_weight, out)
 
@@ -71,6 +76,7 @@ def weighted_cross_entropy_with_logits(
     name: str | None = None,
     *,
     out: np.ndarray | None = None,
+    stream=None,
 ):
     """Weighted sigmoid cross entropy between ``labels`` and ``logits``.
 
@@ -105,13 +111,20 @@ def weighted_cross_entropy_with_logits(
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype that receives the
         loss. It may be one of the inputs; otherwise inputs are never written.
+        With CUDA arrays, a CUDA array of that shape and dtype.
+    stream : optional
+        Only with CUDA arrays: the CUDA stream to run on, as a Numba stream, a
+        CuPy ``Stream``, a ``torch.cuda.Stream`` or a stream pointer (int).
+        By default, the stream the logits' library exported with them (CuPy's
+        or PyTorch's current stream), else CUDA's default stream.
 
     Returns
     -------
-    numpy.ndarray or numpy scalar
+    numpy.ndarray, numpy scalar or CUDA array
         The elementwise loss with the logits' shape (a NumPy scalar for 0-d
         input, as NumPy's ufuncs return), or ``out`` when given. Masked-array
-        input gives a masked array, masked where any input is.
+        input gives a masked array, masked where any input is. CUDA input
+        gives a result on the same device, of the logits' kind (see Notes).
 
     Raises
     ------
@@ -119,10 +132,17 @@ def weighted_cross_entropy_with_logits(
         If labels and logits differ in shape, ``pos_weight`` does not
         broadcast to the logits' shape, ``out`` has the wrong shape, an input
         is a ragged nested list, or a finite label or pos_weight overflows
-        the logits' dtype (1e40 with float32 logits).
+        the logits' dtype (1e40 with float32 logits). With CUDA arrays: if
+        the arguments do not live on one device (the message says where each
+        lives), or ``stream`` is given for host arrays.
     TypeError
         If an input is not real (complex, object, string) or ``out`` has the
-        wrong dtype; the message names the argument and its dtype.
+        wrong dtype; the message names the argument and its dtype. On the
+        GPU, also unless labels, logits and an array ``pos_weight`` are all
+        float32 or all float64.
+    ImportError, RuntimeError
+        For CUDA arrays without numba-cuda (ImportError) or without a usable
+        GPU and driver (RuntimeError); the message says what to install.
 
     See Also
     --------
@@ -153,6 +173,18 @@ def weighted_cross_entropy_with_logits(
       NaN in any input still gives NaN.
     * float16 logits are computed in float32 and rounded once.
     * Integer and bool logits are accepted and give float64.
+
+    On the GPU: a call runs there when any argument is a CUDA array (one with
+    ``__cuda_array_interface__``: a CuPy array, a PyTorch CUDA tensor, a
+    Numba device array). Labels, logits and ``out`` must then all be on that
+    device; ``pos_weight`` may also be a host scalar or a host array of at
+    most 4096 elements (copied over on each call). Nothing else crosses
+    between host and device, and nothing is cast: labels, logits and a device
+    ``pos_weight`` must all be float32 or all float64. The result stays on
+    the device, in a new array of the logits' kind: a CuPy array for CuPy
+    logits, a PyTorch tensor for PyTorch logits, a Numba device array
+    otherwise (0-d for 0-d input). The launch is asynchronous on ``stream``;
+    nothing is synchronised.
 
     References
     ----------
@@ -185,7 +217,7 @@ def weighted_cross_entropy_with_logits(
     >>> weighted_cross_entropy_with_logits([1.0, 0.0], [np.inf, -np.inf], 2.0)
     array([0., 0.])
     """
-    return _elementwise("loss", labels, logits, pos_weight, out, name)
+    return _elementwise("loss", labels, logits, pos_weight, out, name, stream)
 
 
 def weighted_cross_entropy_with_logits_grad(
@@ -195,6 +227,7 @@ def weighted_cross_entropy_with_logits_grad(
     name: str | None = None,
     *,
     out: np.ndarray | None = None,
+    stream=None,
 ):
     """Derivative of the weighted cross entropy with respect to the logits.
 
@@ -213,19 +246,26 @@ def weighted_cross_entropy_with_logits_grad(
     name : str, optional
         Accepted for symmetry with the loss (and TensorFlow) and ignored.
     out : numpy.ndarray, optional
-        Array of the logits' shape and the result's dtype for the gradient.
+        Array of the logits' shape and the result's dtype for the gradient
+        (with CUDA arrays, a CUDA array).
+    stream : optional
+        Only with CUDA arrays: the CUDA stream to run on, as for the loss.
 
     Returns
     -------
-    numpy.ndarray or numpy scalar
-        The gradient with the logits' shape, or ``out`` when given.
+    numpy.ndarray, numpy scalar or CUDA array
+        The gradient with the logits' shape, or ``out`` when given. CUDA input
+        gives a result on the device, of the logits' kind (CuPy, PyTorch, or a
+        Numba device array), as for the loss.
 
     Raises
     ------
     ValueError
-        On mismatched shapes, as for the loss.
+        On mismatched shapes or placement, as for the loss.
     TypeError
         On non-real input or a wrong ``out`` dtype, as for the loss.
+    ImportError, RuntimeError
+        For CUDA arrays without numba-cuda or without a GPU, as for the loss.
 
     See Also
     --------
@@ -250,4 +290,4 @@ def weighted_cross_entropy_with_logits_grad(
     >>> np.round(grad, 6)
     array([-1.      ,  0.5     ,  0.321196])
     """
-    return _elementwise("grad", labels, logits, pos_weight, out, name)
+    return _elementwise("grad", labels, logits, pos_weight, out, name, stream)
