@@ -573,20 +573,23 @@ def test_parallel_path_is_bit_identical_to_serial(
     if per_class:
         pos_weight = pos_weight[0]
     pos_weight_rows = np.broadcast_to(pos_weight, labels.shape)
-    chosen = []
-    run_blocks = _dispatch._run_blocks
+    # Force the multi-core paths at this size: contiguous loops in blocks for
+    # the full weight, ufunc blocks for the per-class one.
+    pools = []
+    block_pool = _dispatch._block_pool
 
-    def spy(*args):
-        chosen.append(True)
-        return run_blocks(*args)
+    def spy():
+        pools.append(True)
+        return block_pool()
 
-    monkeypatch.setattr(_dispatch, "_run_blocks", spy)
+    monkeypatch.setattr(_dispatch, "_block_pool", spy)
     monkeypatch.setattr(_dispatch, "thread_count", lambda: 2)
     monkeypatch.setattr(_dispatch, "parallel_ufunc_is_safe", lambda: False)
+    monkeypatch.setattr(_dispatch, "LOOP_THRESHOLD", {np.dtype(dtype): 0})
 
     result = PUBLIC[quantity](labels, logits, pos_weight)
 
-    assert chosen == [True]
+    assert pools
     serial = cpu_ufunc(quantity, "cpu")(labels, logits, pos_weight)
     assert_identical(result, serial)
     # Rows of the same data, each below the threshold, give the same bits.

@@ -331,3 +331,31 @@ def test_grad_is_finite_and_exact_at_infinite_logits(dtype):
     np.testing.assert_array_equal(grad, np.array([1.0, -2.0, 0.0, 0.0, 0.5], dtype))
     # An exact zero is +0, not -0.
     assert not np.signbit(grad[2:4]).any()
+
+
+@pytest.mark.parametrize(
+    ("function", "exact_function", "inputs"),
+    [
+        # libm's exp and log1p, each within 1 ULP, summed to 2.007 ULP here.
+        (
+            weighted_cross_entropy_with_logits,
+            exact_loss,
+            (0.3635264298230032, 0.3922751148973166, 633.77464833435),
+        ),
+        # And to 2.021 ULP in the hard-label gradient near the subnormal edge.
+        (
+            weighted_cross_entropy_with_logits_grad,
+            exact_grad,
+            (1.0, 712.2982714774238, 73.29886742121582),
+        ),
+    ],
+    ids=["loss", "grad"],
+)
+def test_float64_inputs_that_broke_the_bound_with_libm(
+    function, exact_function, inputs
+):
+    z, x, q = (np.array([v]) for v in inputs)
+
+    error = ulp_error(function(z, x, q)[0], exact_function(*inputs), np.float64)
+
+    assert error <= ULP_BOUND[np.float64]

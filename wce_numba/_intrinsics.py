@@ -70,33 +70,137 @@ def _fma(a, b, c):
     return None
 
 
-@register_jitable
-def two_sum(a, b):
-    """``(s, err)`` with ``s = fl(a + b)`` and ``s + err = a + b`` exactly (Knuth).
+@intrinsic
+def float_to_bits(typingctx, x):
+    """The bits of a float32/float64 as int32/int64 (an LLVM bitcast)."""
+    if not isinstance(x, types.Float):
+        return None
+    int_type = types.int32 if x.bitwidth == 32 else types.int64
 
-    An infinite sum has no finite error (the formula would give NaN); ``err``
-    is 0 there, so that the pair still adds up to ``s``.
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(x.bitwidth))
+
+    return int_type(x), codegen
+
+
+@intrinsic
+def bits_to_float(typingctx, bits, like):
+    """The float of ``like``'s type whose bits are the low bits of ``bits``.
+
+    Numba widens int32 arithmetic to int64; the integer is truncated (or
+    sign-extended) to the float's width first, then bit cast.
+    """
+    if not (isinstance(bits, types.Integer) and isinstance(like, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        width = like.bitwidth
+        value = args[0]
+        int_type = ir.IntType(width)
+        if bits.bitwidth > width:
+            value = builder.trunc(value, int_type)
+        elif bits.bitwidth < width:
+            value = builder.sext(value, int_type)
+        return builder.bitcast(value, context.get_value_type(like))
+
+    return like(bits, like), codegen
+
+
+@intrinsic
+def _llvm_select(typingctx, condition, if_true, if_false):
+    """LLVM ``select``: no branch (both values are computed beforehand)."""
+    if not isinstance(condition, types.Boolean) or if_true != if_false:
+        return None
+
+    def codegen(context, builder, signature, args):
+        flag = args[0]
+        if flag.type != ir.IntType(1):
+            flag = builder.trunc(flag, ir.IntType(1))
+        return builder.select(flag, args[1], args[2])
+
+    return if_true(condition, if_true, if_false), codegen
+
+
+def select(condition, if_true, if_false):
+    """``if_true if condition else if_false``, compiled as one ``select``.
+
+    Numba lowers ``if``/``else`` and ``a if c else b`` to branches, which
+    LLVM's loop vectorizer rejects unless it can if-convert them (only for
+    cheap arms). Both values here are arguments, computed beforehand. This
+    Python body serves code run as Python (numba-cuda's simulator).
+    """
+    return if_true if condition else if_false
+
+
+@overload(select)
+def _select(condition, if_true, if_false):
+    if isinstance(condition, types.Boolean) and if_true == if_false:
+        return lambda condition, if_true, if_false: _llvm_select(
+            condition, if_true, if_false
+        )
+    return None
+
+
+@intrinsic
+def _llvm_fdiv(typingctx, a, b):
+    """LLVM ``fdiv``: IEEE division."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fdiv(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+def fdiv(a, b):
+    """``a / b`` as IEEE division: no ZeroDivisionError check.
+
+    Numba's Python error model guards every ``/`` with a test for a zero
+    divisor and a raise, and ``register_jitable`` helpers get that model
+    whatever their caller's: the branch and the possible exception stop the
+    loop vectorizer ("Cannot vectorize early exit loop"). This Python body
+    serves code run as Python.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return type(a)(np.true_divide(a, b))
+
+
+@overload(fdiv)
+def _fdiv(a, b):
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _llvm_fdiv(a, b)
+    return None
+
+
+@register_jitable(forceinline=True)
+def fast_two_sum(a, b):
+    """``(s, err)``, ``s = fl(a + b)``, exact when ``|a| >= |b|`` (or a = 0)."""
+    total = a + b
+    return total, b - (total - a)
+
+
+@register_jitable(forceinline=True)
+def two_sum(a, b):
+    """``(s, err)`` with ``s = fl(a + b)`` and ``s + err = a + b`` (Knuth).
+
+    No guard: where the sum overflows, ``err`` is NaN (inf - inf), and the
+    kernels check for that once, at the end.
     """
     total = a + b
     b_part = total - a
-    error = (a - (total - b_part)) + (b - b_part)
-    if math.isinf(total):
-        error = type(a)(0)
-    return total, error
+    return total, (a - (total - b_part)) + (b - b_part)
 
 
-@register_jitable
+@register_jitable(forceinline=True)
 def two_product(a, b):
     """``(p, err)`` with ``p = fl(a * b)`` and ``p + err = a * b`` exactly.
 
     Exact while ``a * b`` is neither subnormal nor beyond the largest float;
-    an infinite product gets ``err = 0`` as in ``two_sum``.
+    where it overflows, ``err`` is inf or NaN (unguarded, as ``two_sum``).
     """
     product = a * b
-    error = fma(a, b, -product)
-    if math.isinf(product):
-        error = type(a)(0)
-    return product, error
+    return product, fma(a, b, -product)
 
 
 # exp(-87) = 1.6e-38 > float32's smallest normal 1.18e-38;

@@ -1,0 +1,290 @@
+"""Vectorizable ``exp(-m)`` and ``log1p(e)`` for the CPU kernels, in double-word.
+
+llvmlite 0.50's LLVM has no vector math library (SVML), so ``math.exp`` and
+``math.log1p`` compile to scalar libm calls, and a loop that calls them does
+not vectorize. The primitives here use only arithmetic, ``llvm.fma``, integer
+operations on the bits and selects, which LLVM's loop vectorizer turns into
+packed AVX-512/AVX2 code. Each returns its value as an unevaluated sum
+``hi + lo`` accurate to well under one ULP, so that the kernels can carry the
+error of the transcendental functions below their final rounding.
+
+Routing per target: the public names (``exp_neg``, ``log1p_dw``,
+``softplus_neg``) are plain functions with two Numba overloads. The generic
+overload keeps ``math.exp``/``math.log1p`` (so CUDA kernels keep CUDA's own
+functions); the ``target='cpu'`` overload, which takes precedence on the
+``cpu`` and ``parallel`` targets, uses the polynomial code. Every constant is
+a NumPy scalar of the argument's dtype: no float64 appears in float32 code.
+
+Algorithms (both dtypes, coefficients from ``fit.py``: Chebyshev
+interpolation in mpmath at 300 bits, then rounded to the dtype):
+
+exp(-m), m >= 0:
+    n = round(m / ln2) by the shifter trick t = fma(m, 1/ln2, 1.5 * 2^p),
+    n = t - shifter; x = n ln2_hi - m is exact with an FMA (|x| <= ln2/2,
+    its bits span at most p); x_lo = n ln2_lo. exp(x) = 1 + x + x^2 P(x)
+    with 1 + x split exactly; exp(x + x_lo) = exp(x) (1 + x_lo). 2^-n is
+    applied as two normal powers of two built from the bits of t, so that
+    subnormal results are rounded once and m = inf gives exactly 0.
+log1p(e), e = e_hi + e_lo in [0, 1]:
+    u = 1 + e_hi with its exact error c; v = u or u/2 in [sqrt2/2, sqrt2),
+    f = v - 1 exact, s = f / (2 + f); log1p(f) = f - f^2/2 + s (f^2/2 + R)
+    with R = s^2 Q(s^2) (the atanh series), f^2/2 and f - f^2/2 split
+    exactly; log(u + c) = k ln2 + log1p(f) + c/u.
+"""
+
+import math
+
+import numpy as np
+from numba import types
+from numba.extending import overload, register_jitable
+
+from ._intrinsics import (
+    bits_to_float,
+    fast_two_sum,
+    fdiv,
+    float_to_bits,
+    fma,
+    select,
+)
+from ._intrinsics import two_sum as two_sum_finite
+
+# ---------------------------------------------------------------------------
+# Per-dtype constants. Coefficients: see fit.py (max abs error of P on
+# |x| <= ln2/2: f32 4.5e-9, f64 2.5e-18; of Q on [0, 0.02947]: f32 2.0e-7,
+# f64 3.2e-16; both far below the dtype's ULP once multiplied by x^2 or s^3).
+
+
+def _f64(hexes):
+    return tuple(np.float64(float.fromhex(h)) for h in hexes)
+
+
+def _f32(hexes):
+    return tuple(np.float32(float.fromhex(h)) for h in hexes)
+
+
+_EXP_P = {
+    np.float32: _f32(
+        [
+            "0x1.0000000000000p-1",
+            "0x1.5555560000000p-3",
+            "0x1.5554e80000000p-5",
+            "0x1.1110e00000000p-7",
+            "0x1.6d43620000000p-10",
+            "0x1.a125280000000p-13",
+        ]
+    ),
+    np.float64: _f64(
+        [
+            "0x1.0000000000000p-1",
+            "0x1.5555555555557p-3",
+            "0x1.5555555555556p-5",
+            "0x1.11111111100cep-7",
+            "0x1.6c16c16c162ccp-10",
+            "0x1.a01a01abef415p-13",
+            "0x1.a01a01a6dcaffp-16",
+            "0x1.71de021a90822p-19",
+            "0x1.27e4db57442fbp-22",
+            "0x1.af4e196027428p-26",
+            "0x1.1f731ea5352cap-29",
+        ]
+    ),
+}
+_LOG_Q = {
+    np.float32: _f32(
+        ["0x1.55555c0000000p-1", "0x1.997c220000000p-2", "0x1.2ee8c80000000p-2"]
+    ),
+    np.float64: _f64(
+        [
+            "0x1.5555555555558p-1",
+            "0x1.9999999995273p-2",
+            "0x1.2492492dfd86cp-2",
+            "0x1.c71c62d5e53e0p-3",
+            "0x1.7462b91b8df65p-3",
+            "0x1.39fdcceb4bb45p-3",
+            "0x1.2b5f68a50d903p-3",
+        ]
+    ),
+}
+
+
+def _constants(dtype):
+    finfo = np.finfo(dtype)
+    if dtype is np.float32:
+        ln2_hi = np.float32(math.log(2))
+        # ln2 - ln2_hi to float32 precision (the double ln2 is exact enough).
+        ln2_lo = np.float32(np.float64(math.log(2)) - np.float64(ln2_hi))
+        clamp = 104.0  # exp(-104) < 2^-150: rounds to 0
+    else:
+        ln2_hi = np.float64(float.fromhex("0x1.62e42fefa39efp-1"))
+        ln2_lo = np.float64(float.fromhex("0x1.abc9e3b39803fp-56"))
+        clamp = 746.0  # exp(-746) < 2^-1075: rounds to 0
+    return dict(
+        ln2_hi=ln2_hi,
+        ln2_lo=ln2_lo,
+        inv_ln2=dtype(1 / math.log(2)),
+        shifter=dtype(1.5 * 2.0**finfo.nmant),
+        clamp=dtype(clamp),
+        bias=int(finfo.maxexp) - 1,
+        mantissa=int(finfo.nmant),
+        sqrt2=dtype(math.sqrt(2)),
+    )
+
+
+def _horner(coefficients):
+    """A jitable ``p(x) = c0 + c1 x + ...`` with FMA, unrolled in the source."""
+    names = [f"c{i}" for i in range(len(coefficients))]
+    body = names[-1]
+    for name in reversed(names[:-1]):
+        body = f"fma(x, {body}, {name})"
+    namespace = dict(zip(names, coefficients, strict=True), fma=fma)
+    exec(f"def poly(x):\n    return {body}\n", namespace)  # noqa: S102
+    return register_jitable(forceinline=True)(namespace["poly"])
+
+
+def _make_cpu_primitives(dtype):
+    k = _constants(dtype)
+    exp_p = _horner(_EXP_P[dtype])
+    log_q = _horner(_LOG_Q[dtype])
+    zero, one, two, half = dtype(0), dtype(1), dtype(2), dtype(0.5)
+    third = dtype(1 / 3)
+    # e^4/4 < 2^-p e / 20 for e below: f32 2^-9, f64 2^-20.
+    tiny_limit = dtype(2.0**-9) if dtype is np.float32 else dtype(2.0**-20)
+    ln2_hi, ln2_lo, inv_ln2 = k["ln2_hi"], k["ln2_lo"], k["inv_ln2"]
+    shifter, clamp, sqrt2 = k["shifter"], k["clamp"], k["sqrt2"]
+    bias, mantissa = k["bias"], k["mantissa"]
+
+    @register_jitable(forceinline=True)
+    def exp_neg_cpu(m):
+        # m > clamp is false for NaN, which stays NaN through the arithmetic.
+        m = select(m > clamp, clamp, m)
+        t = fma(m, inv_ln2, shifter)
+        n = t - shifter
+        # n ln2_hi - m is exact: an FMA rounds once and the result fits.
+        x = fma(n, ln2_hi, -m)
+        x_lo = n * ln2_lo
+        # exp(x) = 1 + x + x^2 P(x), with 1 + x split exactly (|x| < 1).
+        head = one + x
+        lo = ((one - head) + x) + (x * x) * exp_p(x)
+        # exp(x + x_lo) = exp(x) (1 + x_lo); x_lo reaches n 2^-p.
+        lo = fma(x_lo, head + lo, lo)
+        hi, lo = fast_two_sum(head, lo)
+        # 2^-n = 2^-n1 2^-n2, both normal: exact products in the normal
+        # range, one rounding for subnormal results.
+        shift = float_to_bits(t) - float_to_bits(shifter)
+        first = shift >> 1
+        scale1 = bits_to_float((bias - first) << mantissa, m)
+        scale2 = bits_to_float((bias - (shift - first)) << mantissa, m)
+        return (hi * scale1) * scale2, (lo * scale1) * scale2
+
+    @register_jitable(forceinline=True)
+    def log1p_dw_cpu(e_hi, e_lo):
+        u = one + e_hi
+        # 1 + e = u + c exactly: u - 1 is exact for u in [1, 2].
+        c = (e_hi - (u - one)) + e_lo
+        big = u > sqrt2
+        v = select(big, u * half, u)
+        f = v - one  # exact (Sterbenz)
+        s = fdiv(f, two + f)
+        z = s * s
+        r = z * log_q(z)
+        half_f = half * f
+        hfsq = half_f * f
+        hfsq_lo = fma(half_f, f, -hfsq)
+        a_hi, a_lo = two_sum_finite(f, -hfsq)
+        # log1p(f) = a_hi + a_lo - hfsq_lo + s (hfsq + R)
+        correction = (a_lo - hfsq_lo) + s * (hfsq + r)
+        k_hi = select(big, ln2_hi, zero)
+        k_lo = select(big, ln2_lo, zero)
+        b_hi, b_lo = two_sum_finite(k_hi, a_hi)
+        # log(u + c) = log(u) + t - t^2 / 2 with t = c / u < 2^-p; the t^2
+        # term matters only where u = 1 (e below 2^-p).
+        t = fdiv(c, u)
+        lo = b_lo + (correction + (k_lo + fma(-half * t, t, t)))
+        hi, lo = fast_two_sum(b_hi, lo)
+        # Small e: log1p(e) = e - e^2/2 + e^3/3 (the next term is below
+        # 2^-p e / 20 under tiny_limit), kept as e_hi + (e_lo + ...). Near
+        # u = 1 the path above rounds e_lo into c, which is then as large
+        # as L itself (up to 0.6 ULP); this one keeps every digit.
+        tiny = e_hi < tiny_limit
+        tiny_lo = fma(e_hi * e_hi, fma(e_hi, third, -half), e_lo)
+        tiny_hi, tiny_lo = fast_two_sum(e_hi, tiny_lo)
+        return select(tiny, tiny_hi, hi), select(tiny, tiny_lo, lo)
+
+    return exp_neg_cpu, log1p_dw_cpu
+
+
+_CPU = {dtype: _make_cpu_primitives(dtype) for dtype in (np.float32, np.float64)}
+
+
+def _dtype_of(numba_type):
+    if numba_type == types.float32:
+        return np.float32
+    if numba_type == types.float64:
+        return np.float64
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Public primitives with per-target overloads.
+
+
+def exp_neg(m):
+    """``exp(-m)`` as ``(hi, lo)`` for ``m >= 0`` (Python fallback: libm)."""
+    return math.exp(-m), type(m)(0)
+
+
+def log1p_dw(e_hi, e_lo):
+    """``log1p(e_hi + e_lo)`` as ``(hi, lo)`` for ``e`` in [0, 1]."""
+    return math.log1p(e_hi), e_lo / (1 + e_hi)
+
+
+def softplus_neg(m):
+    """``log1p(exp(-m))`` as ``(hi, lo)`` for ``m >= 0``."""
+    return log1p_dw(*exp_neg(m))
+
+
+@overload(exp_neg, target="generic")
+def _exp_neg_generic(m):
+    if isinstance(m, types.Float):
+        return lambda m: (math.exp(-m), type(m)(0))
+    return None
+
+
+@overload(exp_neg, target="cpu")
+def _exp_neg_cpu(m):
+    dtype = _dtype_of(m)
+    if dtype is None:
+        return None
+    impl = _CPU[dtype][0]
+    return lambda m: impl(m)
+
+
+@overload(log1p_dw, target="generic")
+def _log1p_dw_generic(e_hi, e_lo):
+    if isinstance(e_hi, types.Float) and e_hi == e_lo:
+        return lambda e_hi, e_lo: (
+            math.log1p(e_hi),
+            e_lo / (type(e_hi)(1) + e_hi),
+        )
+    return None
+
+
+@overload(log1p_dw, target="cpu")
+def _log1p_dw_cpu(e_hi, e_lo):
+    dtype = _dtype_of(e_hi)
+    if dtype is None or e_hi != e_lo:
+        return None
+    impl = _CPU[dtype][1]
+    return lambda e_hi, e_lo: impl(e_hi, e_lo)
+
+
+@overload(softplus_neg, target="generic")
+def _softplus_neg(m):
+    if isinstance(m, types.Float):
+
+        def impl(m):
+            e_hi, e_lo = exp_neg(m)
+            return log1p_dw(e_hi, e_lo)
+
+        return impl
+    return None
