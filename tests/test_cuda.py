@@ -18,7 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 from reference import exact_grad, exact_loss
-from test_cuda_sim import ulp_distance
+from test_cuda_sim import same_bits, ulp_distance
 from test_numerics import (
     CANCELLATION_EPS,
     ULP_BOUND,
@@ -49,6 +49,9 @@ DTYPES = [np.float32, np.float64]
 # expf and exp are not glibc's (the CUDA guide bounds expf by 2 ULP), and NVVM
 # contracts a multiply and an add into one fma where the CPU rounds twice.
 GPU_VS_CPU_ULP = {dtype: 2 * bound for dtype, bound in ULP_BOUND.items()}
+# A float16 result is such a float32 value rounded once more (13 fewer bits):
+# one float16 ULP apart at most.
+GPU_VS_CPU_ULP[np.float16] = 1
 
 # numba-cuda warns on every launch of fewer than 128 blocks, which the small
 # test arrays are; that is about speed, not results.
@@ -421,8 +424,21 @@ def test_readme_example_stays_on_the_device(gpu, transfers, library):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("case", ["contiguous", "strided", "per_class", "host_class"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "contiguous",
+        "strided",
+        "per_class",
+        "host_class",
+        "int_labels",
+        "bool_labels",
+        "float16_logits",
+        "int_weight",
+    ],
+)
 def test_bytes_moved_per_call_do_not_grow_with_n(gpu, transfers, case):
+    # Casting other dtypes happens on the device: it moves nothing either.
     cuda, _ = gpu
     rng = np.random.default_rng(5)
     moved = {}
@@ -430,12 +446,20 @@ def test_bytes_moved_per_call_do_not_grow_with_n(gpu, transfers, case):
         z = rng.uniform(0, 1, (n, 4)).astype(np.float32)
         x = rng.normal(0, 5, (n, 4)).astype(np.float32)
         per_class = np.array([0.5, 1.0, 2.0, 8.0], np.float32)
+        if case == "int_labels":
+            z = (z > 0.5).astype(np.int64)
+        if case == "bool_labels":
+            z = z > 0.5
+        if case == "float16_logits":
+            x = x.astype(np.float16)
+        if case == "int_weight":
+            per_class = np.array([1, 1, 2, 8], np.int64)
         labels, logits = cuda.to_device(z), cuda.to_device(x)
         pos_weight = 2.0
         if case == "strided":
             labels = cuda.to_device(np.repeat(z, 2, axis=1))[:, ::2]
             logits = cuda.to_device(np.repeat(x, 2, axis=1))[:, ::2]
-        if case == "per_class":
+        if case in ("per_class", "int_weight"):
             pos_weight = cuda.to_device(per_class)
         if case == "host_class":
             pos_weight = per_class
@@ -446,13 +470,150 @@ def test_bytes_moved_per_call_do_not_grow_with_n(gpu, transfers, case):
         cuda.synchronize()
         moved[n] = list(transfers)
 
-        host_weight = per_class if case in ("per_class", "host_class") else 2.0
+        device_class = case in ("per_class", "int_weight")
+        host_weight = per_class if device_class or case == "host_class" else 2.0
         expected = weighted_cross_entropy_with_logits(z, x, host_weight)
-        assert_close_to_cpu(result.copy_to_host(), expected, np.float32)
+        assert result.dtype == expected.dtype
+        assert_close_to_cpu(result.copy_to_host(), expected, expected.dtype.type)
 
     assert moved[10] == moved[10_000]
     assert all(direction == "H2D" for direction, _ in moved[10_000])
     assert sum(size for _, size in moved[10_000]) <= per_class.nbytes
+
+
+# The CPU's dtype rules on the GPU: inputs of any real dtype are cast on the
+# device to the compute dtype, and float16 results are cast from float32 there.
+DTYPE_COMBINATIONS = [
+    # (labels, logits, pos_weight: "host" for a host scalar, else a device dtype)
+    ("int64", "float64", "host"),
+    ("int32", "float32", "float32"),
+    ("bool", "float32", "int64"),
+    ("uint8", "float64", "bool"),
+    ("float64", "float32", "float64"),
+    ("float32", "float64", "float16"),
+    ("float16", "float16", "host"),
+    ("float32", "float16", "float16"),
+    ("int8", "int32", "host"),
+    ("int64", "int64", "int64"),
+    ("bool", "bool", "host"),
+    ("float32", "uint64", "float32"),
+]
+
+
+def sample(rng, dtype, kind, shape, hard_labels):
+    """Values of ``dtype`` for an argument of ``kind``, on the host."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    if kind == "labels":
+        values = rng.integers(0, 2, shape)
+        if not hard_labels and dtype.kind == "f":
+            values = rng.uniform(0, 1, shape)
+    elif kind == "logits":
+        values = rng.normal(0, 20, shape)
+        if dtype.kind in "iu":
+            values = np.abs(values) if dtype.kind == "u" else values
+            values = np.round(values)
+    else:
+        values = rng.choice([0, 1, 3, 100], shape)
+    return values.astype(dtype)
+
+
+@pytest.mark.cuda
+@low_occupancy
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+@pytest.mark.parametrize("layout", ["C", "strided"])
+@pytest.mark.parametrize("dtypes", DTYPE_COMBINATIONS, ids="-".join)
+def test_api_on_gpu_casts_as_the_cpu_does(gpu, transfers, quantity, layout, dtypes):
+    # Soft-label gradients may cancel (bounded relative to the terms, not in
+    # ULP): the gradient is compared for hard labels.
+    cuda, _ = gpu
+    rng = np.random.default_rng(13)
+    labels_type, logits_type, weight_type = dtypes
+    z = sample(rng, labels_type, "labels", (64, 8), quantity == "grad")
+    x = sample(rng, logits_type, "logits", (64, 8), False)
+    q = 2.0 if weight_type == "host" else sample(rng, weight_type, "w", (8,), False)
+    labels, logits = device_layout(cuda, z, layout), device_layout(cuda, x, layout)
+    pos_weight = q if weight_type == "host" else cuda.to_device(q)
+    cuda.synchronize()
+    transfers.clear()
+
+    result = CPU[quantity](labels, logits, pos_weight)
+    cuda.synchronize()
+    expected = CPU[quantity](z, x, q)
+
+    # Only a host scalar pos_weight crosses; the casts move nothing.
+    assert all(direction == "H2D" for direction, _ in transfers)
+    assert sum(size for _, size in transfers) <= 8
+    assert result.dtype == expected.dtype and result.shape == expected.shape
+    assert_close_to_cpu(result.copy_to_host(), expected, expected.dtype.type)
+
+
+@pytest.mark.cuda
+@low_occupancy
+@pytest.mark.parametrize("out_layout", ["C", "strided"])
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_api_on_gpu_float16_logits_into_a_float16_out(gpu, quantity, out_layout):
+    cuda, _ = gpu
+    rng = np.random.default_rng(17)
+    z = rng.integers(0, 2, (32, 8)).astype(np.float16)
+    x = rng.normal(0, 8, (32, 8)).astype(np.float16)
+    out = device_layout(cuda, np.zeros((32, 8), np.float16), out_layout)
+
+    result = CPU[quantity](cuda.to_device(z), cuda.to_device(x), 2.0, out=out)
+
+    assert result is out
+    assert_close_to_cpu(out.copy_to_host(), CPU[quantity](z, x, 2.0), np.float16)
+
+
+def every_value(rng, dtype, size=20_000):
+    """Values of ``dtype`` across its range: random bit patterns for floats
+    (subnormals, infinities and NaN included), random integers otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size).astype(bool)
+    if dtype.kind == "f":
+        unsigned = np.dtype(f"u{dtype.itemsize}")
+        bits = rng.integers(0, np.iinfo(unsigned).max, size, unsigned, endpoint=True)
+        return bits.view(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size, dtype, endpoint=True)
+
+
+# The casts the GPU path makes: any real dtype to a compute dtype, and a
+# float32 result to float16.
+CASTS = [
+    (source, target)
+    for source in [
+        "bool",
+        "int8",
+        "uint8",
+        "int16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    ]
+    for target in ["float32", "float64"]
+    if source != target
+] + [("float32", "float16")]
+
+
+@pytest.mark.cuda
+@low_occupancy
+@pytest.mark.parametrize(("source", "target"), CASTS)
+def test_cast_kernel_rounds_as_numpy_astype(gpu, source, target):
+    cuda, _cuda = gpu
+    values = every_value(np.random.default_rng(19), source)
+
+    cast = _cuda.as_dtype(cuda.to_device(values), np.dtype(target))
+    with np.errstate(all="ignore"):  # float64 beyond float32 becomes inf
+        expected = values.astype(target)
+
+    assert same_bits(cast.copy_to_host(), expected)
 
 
 def device_layout(cuda, array, layout):

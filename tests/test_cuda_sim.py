@@ -7,7 +7,9 @@ its own process, which writes its results to a file for the tests below.
 What it runs for real: ``_cuda.strided_kernel`` with the real scalar kernels
 (broadcast ``pos_weight``, strided, Fortran-ordered and negatively strided
 arrays, a strided ``out``), and ``_cuda.launch``'s choice of path, its views
-and its errors. What it cannot run: ``numba.vectorize(target='cuda')`` ufuncs
+its errors, and its casts: ``_cuda.cast_kernel`` converting inputs of every
+real dtype (and float16 results) on the device, compared with the CPU's
+public function. What it cannot run: ``numba.vectorize(target='cuda')`` ufuncs
 (numba-cuda's simulator fails while building one). The ufunc is replaced at
 that seam by a double that checks it is given only one-dimensional arrays
 (numba-cuda would flatten anything else, through the host if it must) and
@@ -26,6 +28,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from test_numerics import ULP_BOUND
 
 from wce_numba import (
     weighted_cross_entropy_with_logits,
@@ -37,11 +40,19 @@ CPU = {
     "grad": weighted_cross_entropy_with_logits_grad,
 }
 
-# The simulator evaluates math.exp and math.log1p on Python floats (float64)
-# and rounds to float32 afterwards, where compiled kernels call expf and
-# log1pf; float32 results may differ from the CPU's in the last bits. In
-# float64 both call the same libm on the same operations.
-SIM_ULP = {"float32": 2, "float64": 0}
+# The strided kernel in the simulator against the CPU: the CUDA kernels call
+# math.exp and math.log1p (the simulator on Python floats, rounding float32
+# results afterwards), the CPU its own exp and log1p polynomials. Each result
+# is within ULP_BOUND of the exact value, so the two within twice that of each
+# other. A float16 result is such a float32 value rounded once more: at most
+# one float16 ULP apart. Where the simulated path hands the math to the CPU's
+# ufunc (the contiguous path's double) and casts as NumPy does, the results
+# must be bit-identical (``exact=True``).
+SIM_ULP = {
+    "float16": 1,
+    "float32": 2 * ULP_BOUND[np.float32],
+    "float64": 2 * ULP_BOUND[np.float64],
+}
 
 SIM_SCRIPT = textwrap.dedent(
     """
@@ -71,6 +82,8 @@ SIM_SCRIPT = textwrap.dedent(
     def ufunc_double(quantity):
         def call(labels, logits, pos_weight, out, stream):
             arrays = (labels, logits, pos_weight, out)
+            # The real ufunc would convert other dtypes itself, on the host.
+            assert len({a.dtype for a in arrays}) == 1, [a.dtype for a in arrays]
             calls.append(("ufunc", [a.ndim for a in arrays]))
             # The simulator's arrays wrap NumPy arrays (``_ary``): read and
             # write those, so that no transfer function runs.
@@ -88,8 +101,30 @@ SIM_SCRIPT = textwrap.dedent(
         return real_strided_kernel(quantity)
 
 
+    real_cast_kernel = _cuda.cast_kernel
+
+
+    def recorded_cast_kernel():
+        kernel = real_cast_kernel()
+
+        class Recorded:
+            def forall(self, size, stream=0):
+                launch = kernel.forall(size, stream=stream)
+
+                def run(source, out):
+                    calls.append(
+                        ("cast", [str(source.dtype), str(out.dtype), source.ndim])
+                    )
+                    return launch(source, out)
+
+                return run
+
+        return Recorded()
+
+
     _cuda.cuda_ufunc = ufunc_double
     _cuda.strided_kernel = recorded_strided_kernel
+    _cuda.cast_kernel = recorded_cast_kernel
 
     rng = np.random.default_rng(7)
     LOGITS = [-np.inf, -1e4, -100.0, -20.0, -3.0, -0.5, 0.0, 0.5, 3.0, 20.0,
@@ -179,15 +214,128 @@ SIM_SCRIPT = textwrap.dedent(
                 if out_base is not None:
                     arrays[key + "-out_base"] = out_base.copy_to_host()
 
+    # Inputs of every real dtype, cast on the device as the CPU casts them.
+    INT_LOGITS = [-100, -20, -3, -1, 0, 1, 3, 20, 100]
+
+
+    def values(dtype, kind, shape):
+        if np.dtype(dtype) == np.bool_:
+            return rng.choice([False, True], shape)
+        if np.dtype(dtype).kind == "f":
+            pool = {"labels": LABELS, "logits": LOGITS}.get(kind, [0.0, 0.25, 3.0])
+        elif kind == "logits":
+            pool = [v for v in INT_LOGITS if np.dtype(dtype).kind == "i" or v >= 0]
+        else:
+            pool = [0, 1] if kind == "labels" else [0, 1, 3, 1000]
+        return rng.choice(pool, shape).astype(dtype)
+
+
+    # name: (labels dtype, logits dtype, pos_weight as a Python float or a
+    # (shape, dtype) device array, layout, out as None or (dtype, layout))
+    DTYPE_CASES = {
+        "int_labels": ("int64", "float64", 2.0, "C", None),
+        "int_labels_float32": ("int32", "float32", 2.0, "C", None),
+        "bool_labels": ("bool", "float32", ((3,), "float32"), "C", None),
+        "uint8_labels_strided": ("uint8", "float64", 2.0, "strided", None),
+        "float64_labels_float32_logits": ("float64", "float32", 2.0, "C", None),
+        "float32_labels_float64_logits": ("float32", "float64", 2.0, "C", None),
+        "float16_logits": ("float16", "float16", 2.0, "C", None),
+        "float16_logits_strided": (
+            "float32", "float16", ((3,), "float16"), "strided", None
+        ),
+        "float16_logits_out": ("int8", "float16", 2.0, "C", ("float16", "C")),
+        "float16_logits_strided_out": (
+            "float16", "float16", 0.5, "C", ("float16", "strided")
+        ),
+        "int_logits": ("float32", "int32", 2.0, "C", None),
+        "int_logits_int_weight": ("int64", "int64", ((4, 3), "int64"), "C", None),
+        "uint64_logits_fortran": ("float64", "uint64", 2.0, "F", None),
+        "bool_logits": ("bool", "bool", 2.0, "C", None),
+        "int_logits_out": ("int16", "int16", 2.0, "C", ("float64", "C")),
+        "int_device_weight": ("float32", "float32", ((3,), "int64"), "C", None),
+        "bool_device_weight": ("float64", "float64", ((4, 3), "bool"), "C", None),
+        "float16_device_weight": ("float64", "float64", ((1, 1), "float16"), "C",
+                                  None),
+    }
+    for quantity in ("loss", "grad"):
+        for name, (z_type, x_type, weight, layout, out_spec) in DTYPE_CASES.items():
+            key = f"dtypes-{name}-{quantity}"
+            shape = (4, 3)
+            labels = values(z_type, "labels", shape)
+            logits = values(x_type, "logits", shape)
+            if isinstance(weight, float):
+                pos_weight = device_weight = weight
+            else:
+                pos_weight = values(weight[1], "pos_weight", weight[0])
+                device_weight = device(pos_weight, layout)
+            out = None
+            if out_spec is not None:
+                out = device(np.zeros(shape, out_spec[0]), out_spec[1])
+            del calls[:]
+            result = _cuda.launch(
+                quantity, device(labels, layout), device(logits, layout),
+                device_weight, out=out,
+            )
+            arrays[key + "-labels"] = labels
+            arrays[key + "-logits"] = logits
+            arrays[key + "-pos_weight"] = np.asarray(pos_weight)
+            arrays[key + "-result"] = result.copy_to_host()
+            results["cases"][key] = {
+                "calls": list(calls),
+                "returned_out": out is not None and result is out,
+            }
+
+    # The cast kernel alone: each source dtype into each float, every layout,
+    # against NumPy's astype (which the simulator itself runs: this checks the
+    # plumbing; tests/test_cuda.py checks the rounding on a GPU).
+    CAST_VALUES = [0, 1, -1, 3, 100, 2**24 + 1, 2**53 + 1, 0.1, -2.5, 1e-40,
+                   65520.0, 1e40, -1e40, 1e300, np.inf, -np.inf, np.nan]
+
+
+    def cast_source(dtype):
+        dtype = np.dtype(dtype)
+        if dtype.kind == "b":
+            return np.array([False, True, True])
+        if dtype.kind == "f":
+            return np.array(CAST_VALUES, np.float64).astype(dtype)
+        info = np.iinfo(dtype)
+        fits = [v for v in CAST_VALUES
+                if isinstance(v, int) and info.min <= v <= info.max]
+        return np.array(fits + [info.min, info.max], dtype)
+
+
+    for source_type in ("bool", "int8", "uint8", "int64", "uint64", "float16",
+                        "float32", "float64"):
+        source = cast_source(source_type)
+        for target in ("float16", "float32", "float64"):
+            for layout in ("C", "reversed", "zero_d"):
+                given = source[-1:].reshape(()) if layout == "zero_d" else source
+                on_device = device(given, "C" if layout == "zero_d" else layout)
+                del calls[:]
+                converted = _cuda.as_dtype(on_device, np.dtype(target))
+                key = f"cast-{source_type}-{target}-{layout}"
+                arrays[key + "-source"] = np.asarray(given)
+                arrays[key + "-result"] = converted.copy_to_host()
+                results["cases"][key] = {"calls": list(calls)}
+
     f32 = np.ones((2, 3), np.float32)
     f64 = np.ones((2, 3), np.float64)
     d = cuda.to_device
+    c128 = f64.astype(complex)
     ERRORS = {
-        "labels_dtype": lambda: _cuda.launch("loss", d(f32), d(f64), 1.0),
-        "float16_logits": lambda: _cuda.launch(
-            "loss", d(f32.astype(np.float16)), d(f32.astype(np.float16)), 1.0
+        "complex_labels": lambda: _cuda.launch("loss", d(c128), d(f64), 1.0),
+        "complex_logits": lambda: _cuda.launch("loss", d(f64), d(c128), 1.0),
+        "complex_weight": lambda: _cuda.launch("loss", d(f64), d(f64), d(c128[0])),
+        "complex_before_shapes": lambda: _cuda.launch(
+            "loss", d(c128), d(f64.T.copy()), 1.0
         ),
-        "weight_dtype": lambda: _cuda.launch("loss", d(f64), d(f64), d(f32[0])),
+        "out_dtype_float16": lambda: _cuda.launch(
+            "loss", d(f64.astype(np.float16)), d(f64.astype(np.float16)), 1.0,
+            out=d(f32),
+        ),
+        "out_dtype_int_logits": lambda: _cuda.launch(
+            "loss", d(f64), d(f64.astype(np.int64)), 1.0, out=d(f32)
+        ),
         "shapes": lambda: _cuda.launch("loss", d(f64), d(f64.T.copy()), 1.0),
         "weight_shape": lambda: _cuda.launch(
             "loss", d(f64), d(f64), d(np.ones(2))
@@ -260,7 +408,7 @@ def simulated(tmp_path_factory):
 def ulp_distance(a, b):
     """Elementwise ULP distance of two same-dtype float arrays; NaN vs NaN is 0."""
     a, b = np.asarray(a), np.asarray(b)
-    signed = {4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    signed = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
 
     def ordinal(x):
         # Maps floats to integers in the same order, so adjacent floats differ
@@ -273,17 +421,32 @@ def ulp_distance(a, b):
     return np.where(both_nan, 0, np.where(np.isnan(a) | np.isnan(b), -1, distance))
 
 
-def check_against_cpu(arrays, key, dtype, quantity):
+def same_bits(a, b):
+    """Whether two same-dtype float arrays hold the same bits, NaN matching NaN."""
+    a, b = np.asarray(a), np.asarray(b)
+    unsigned = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    equal = (a.view(unsigned) == b.view(unsigned)) | (np.isnan(a) & np.isnan(b))
+    return bool(equal.all())
+
+
+def check_against_cpu(arrays, key, dtype, quantity, exact=False):
+    """The simulated result against the CPU's public function on the same inputs.
+
+    ``dtype`` None takes the CPU result's dtype as the one expected; ``exact``
+    asks for the same bits, else SIM_ULP bounds the distance.
+    """
     labels = arrays[f"{key}-labels"]
     logits = arrays[f"{key}-logits"]
     pos_weight = arrays[f"{key}-pos_weight"]
     result = arrays[f"{key}-result"]
-    expected = CPU[quantity](labels, logits, pos_weight)
+    expected = np.asarray(CPU[quantity](labels, logits, pos_weight))
+    dtype = expected.dtype.name if dtype is None else dtype
 
     assert result.dtype == np.dtype(dtype)
-    distance = ulp_distance(result, np.asarray(expected))
+    assert result.shape == expected.shape
+    distance = ulp_distance(result, expected)
     assert (distance >= 0).all(), "NaN where the CPU has none, or the reverse"
-    assert distance.max(initial=0) <= SIM_ULP[dtype], (
+    assert distance.max(initial=0) <= (0 if exact else SIM_ULP[dtype]), (
         f"{distance.max()} ULP from the CPU result"
     )
 
@@ -308,7 +471,7 @@ def test_contiguous_arrays_reach_the_ufunc_flat(simulated, case, quantity, dtype
 
     # Only one-dimensional arrays, so numba-cuda never flattens (or copies).
     assert results["cases"][key]["calls"] == [["ufunc", [1, 1, 1, 1]]]
-    check_against_cpu(arrays, key, dtype, quantity)
+    check_against_cpu(arrays, key, dtype, quantity, exact=True)
 
 
 @pytest.mark.parametrize("case", STRIDED_CASES + UFUNC_CASES)
@@ -352,21 +515,154 @@ def test_empty_input_launches_nothing(simulated):
     assert arrays["empty-loss-float64-result"].shape == (0, 3)
 
 
+DTYPE_CASES = [
+    "int_labels",
+    "int_labels_float32",
+    "bool_labels",
+    "uint8_labels_strided",
+    "float64_labels_float32_logits",
+    "float32_labels_float64_logits",
+    "float16_logits",
+    "float16_logits_strided",
+    "float16_logits_out",
+    "float16_logits_strided_out",
+    "int_logits",
+    "int_logits_int_weight",
+    "uint64_logits_fortran",
+    "bool_logits",
+    "int_logits_out",
+    "int_device_weight",
+    "bool_device_weight",
+    "float16_device_weight",
+]
+
+
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+@pytest.mark.parametrize("case", DTYPE_CASES)
+def test_inputs_of_every_real_dtype_give_the_cpus_result(simulated, case, quantity):
+    # The CPU's rules: float32/float64 logits decide the dtype, float16 logits
+    # are computed in float32 and returned as float16, bool and integer logits
+    # give float64; labels and pos_weight are cast to the compute dtype.
+    # Bit for bit where the math is the CPU's own (the ufunc double).
+    results, arrays = simulated
+    key = f"dtypes-{case}-{quantity}"
+    strided = any(kind == "strided" for kind, _ in results["cases"][key]["calls"])
+
+    check_against_cpu(arrays, key, None, quantity, exact=not strided)
+
+
+def ufunc_call():
+    return ["ufunc", [1, 1, 1, 1]]
+
+
+def cast_call(source, target, ndim=1):
+    return ["cast", [source, target, ndim]]
+
+
+# What ``launch`` runs for some of the cases: casts on the device (flat views
+# where contiguous), one evaluation in the compute dtype, and a cast back to
+# float16 into the result or the given ``out``.
+EXPECTED_CALLS = {
+    "int_labels": [cast_call("int64", "float64"), ufunc_call()],
+    "float64_labels_float32_logits": [cast_call("float64", "float32"), ufunc_call()],
+    "uint8_labels_strided": [cast_call("uint8", "float64", 2), ["strided", []]],
+    "float16_logits": [
+        cast_call("float16", "float32"),
+        cast_call("float16", "float32"),
+        ufunc_call(),
+        cast_call("float32", "float16"),
+    ],
+    "float16_logits_strided_out": [
+        cast_call("float16", "float32"),
+        cast_call("float16", "float32"),
+        ufunc_call(),
+        cast_call("float32", "float16", 2),
+    ],
+    "int_logits_out": [
+        cast_call("int16", "float64"),
+        cast_call("int16", "float64"),
+        ufunc_call(),
+    ],
+    "int_device_weight": [cast_call("int64", "float32"), ["strided", []]],
+}
+
+
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+@pytest.mark.parametrize("case", EXPECTED_CALLS)
+def test_casts_run_on_the_device_around_one_evaluation(simulated, case, quantity):
+    results, _ = simulated
+
+    assert (
+        results["cases"][f"dtypes-{case}-{quantity}"]["calls"] == (EXPECTED_CALLS[case])
+    )
+
+
+@pytest.mark.parametrize("case", DTYPE_CASES)
+def test_only_arrays_of_another_dtype_are_cast(simulated, case):
+    results, _ = simulated
+    calls = results["cases"][f"dtypes-{case}-loss"]["calls"]
+
+    assert all(
+        arguments[0] != arguments[1] for kind, arguments in calls if kind == "cast"
+    )
+    assert sum(kind in ("ufunc", "strided") for kind, _ in calls) == 1
+
+
+@pytest.mark.parametrize("case", ["float16_logits_out", "float16_logits_strided_out"])
+def test_a_float16_out_is_written_and_returned(simulated, case):
+    results, _ = simulated
+
+    assert results["cases"][f"dtypes-{case}-loss"]["returned_out"]
+
+
+CAST_SOURCES = ["bool", "int8", "uint8", "int64", "uint64", "float16", "float32"]
+
+
+@pytest.mark.parametrize("target", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("source", [*CAST_SOURCES, "float64"])
+def test_cast_kernel_gives_numpys_astype(simulated, source, target):
+    results, arrays = simulated
+    for layout in ("C", "reversed", "zero_d"):
+        key = f"cast-{source}-{target}-{layout}"
+        given, result = arrays[f"{key}-source"], arrays[f"{key}-result"]
+        with np.errstate(all="ignore"):  # 1e40 to float32 is inf, as expected
+            expected = given.astype(target)
+
+        assert result.dtype == expected.dtype and result.shape == expected.shape
+        assert same_bits(result, expected), layout
+        # Nothing to do for an array of the right dtype: itself, no launch.
+        calls = [] if source == target else [cast_call(source, target)]
+        assert results["cases"][key]["calls"] == calls
+
+
 ERRORS = {
-    "labels_dtype": (
+    "complex_labels": (
         "TypeError",
-        "labels must have the logits' dtype float64 on the GPU (the GPU path "
-        "does not cast), got labels dtype float32",
+        "labels must have a real dtype (bool, integer, float16, float32 or "
+        "float64), got dtype complex128",
     ),
-    "float16_logits": (
+    "complex_logits": (
         "TypeError",
-        "logits on the GPU must be float32 or float64 (the GPU path does not "
-        "cast), got dtype float16",
+        "logits must have a real dtype (bool, integer, float16, float32 or "
+        "float64), got dtype complex128",
     ),
-    "weight_dtype": (
+    "complex_weight": (
         "TypeError",
-        "pos_weight must have the logits' dtype float64 on the GPU (the GPU "
-        "path does not cast), got pos_weight dtype float32",
+        "pos_weight must have a real dtype (bool, integer, float16, float32 or "
+        "float64), got dtype complex128",
+    ),
+    "complex_before_shapes": (
+        "TypeError",
+        "labels must have a real dtype (bool, integer, float16, float32 or "
+        "float64), got dtype complex128",
+    ),
+    "out_dtype_float16": (
+        "TypeError",
+        "out must have dtype float16, got out dtype float32",
+    ),
+    "out_dtype_int_logits": (
+        "TypeError",
+        "out must have dtype float64, got out dtype float32",
     ),
     "shapes": (
         "ValueError",
@@ -470,8 +766,23 @@ API_SCRIPT = textwrap.dedent(
         return Recorded()
 
 
+    real_cast_kernel = _cuda.cast_kernel
+
+
+    def recorded_cast_kernel():
+        kernel = real_cast_kernel()
+
+        class Recorded:
+            def forall(self, size, stream=0):
+                calls.append(("cast", [], repr(stream)))
+                return kernel.forall(size, stream=stream)
+
+        return Recorded()
+
+
     _cuda.cuda_ufunc = ufunc_double
     _cuda.strided_kernel = recorded_strided_kernel
+    _cuda.cast_kernel = recorded_cast_kernel
 
     # Spies on every way numba-cuda moves data between host and device.
     real_to_device = cuda.to_device
@@ -611,21 +922,74 @@ API_SCRIPT = textwrap.dedent(
     results["given_out"]["values"] = host(given).tolist()
 
     # Bytes moved per call, for a small and a large N (12 and 10 002 elements:
-    # the simulator runs the strided kernel as Python, about 3 s per 1e4).
+    # the simulator runs the strided and cast kernels as Python, about 3 s per
+    # 1e4). The dtype cases are cast on the device; each also records the CPU's
+    # result on the same host inputs.
     rng = np.random.default_rng(3)
     for n in (4, 3334):
         z = rng.uniform(0, 1, (n, 3)).astype(np.float32)
         x = rng.normal(0, 5, (n, 3)).astype(np.float32)
         per_class = np.array([0.5, 2.0, 8.0], np.float32)
         wide_z, wide_x = np.repeat(z, 2, axis=1), np.repeat(x, 2, axis=1)
+        hard_z = (z > 0.5).astype(np.int64)
+        bool_z = z > 0.5
+        half_x = x.astype(np.float16)
+        int_class = np.array([1, 2, 8], np.int64)
         cases = {
-            "contiguous": (d(z), d(x), 2.0),
+            "contiguous": (z, x, 2.0),
             "strided": (d(wide_z)[:, ::2], d(wide_x)[:, ::2], 2.0),
-            "per_class_host": (d(z), d(x), per_class),
-            "per_class_device": (d(z), d(x), d(per_class)),
+            "per_class_host": (z, x, per_class),
+            "per_class_device": (z, x, d(per_class)),
+            "int_labels": (hard_z, x, 2.0),
+            "bool_labels": (bool_z, x, 2.0),
+            "float16_logits": (z, half_x, 2.0),
+            "int_weight_device": (z, x, d(int_class)),
         }
         for name, args in cases.items():
-            results[f"transfers-{name}-{n}"] = call("loss", *args)
+            on_host = [a.copy_to_host() if hasattr(a, "copy_to_host") else a
+                       for a in args]
+            on_device = [d(a) if isinstance(a, np.ndarray) and a.ndim == 2 else a
+                         for a in args]
+            results[f"transfers-{name}-{n}"] = result = call("loss", *on_device)
+            expected = np.asarray(FUNCTIONS["loss"](*on_host))
+            result["expected"] = expected.ravel().tolist()
+            result["expected_dtype"] = str(expected.dtype)
+
+    # The CPU's dtype rules through the public functions, for each kind of
+    # array: the result (of the logits' kind) has the CPU's dtype and values.
+    z = np.array([[1, 0, 1], [0, 1, 1]], np.int8)
+    x = np.array([[-2.0, 2.0, 0.0], [3.0, -30.0, 9.0]])
+    DTYPE_CALLS = {
+        "float16_cupy": ("grad", CupyArray(d(z)), CupyArray(d(x.astype(np.float16))),
+                         2.0),
+        "bool_logits_torch": ("loss", TorchTensor(d(z != 0)),
+                              TorchTensor(d(x > 0)), 3.0),
+        "int_logits": ("loss", d(z), d(x.astype(np.int32)), d(np.int64(2))),
+        "float16_out": ("loss", d(z), d(x.astype(np.float16)), 2.0,
+                        d(np.zeros((2, 3), np.float16))),
+        "overflowing_device_labels": ("loss", d(np.array([1e40, 0.0, 1.0])),
+                                      d(np.zeros(3, np.float32)), 2.0),
+    }
+    for name, (quantity, *args) in DTYPE_CALLS.items():
+        out = args.pop() if len(args) == 4 else None
+        results[f"dtypes-{name}"] = result = call(quantity, *args, out=out)
+        on_host = [host(a) if not isinstance(a, float) else a for a in args]
+        with np.errstate(all="ignore"):
+            try:
+                expected = np.asarray(FUNCTIONS[quantity](*on_host))
+            except ValueError as error:
+                result["cpu_error"] = str(error)
+            else:
+                result["expected"] = expected.ravel().tolist()
+                result["expected_dtype"] = str(expected.dtype)
+        if out is not None:
+            result["values"] = host(out).ravel().tolist()
+
+    # Casts run on the call's stream.
+    results["stream_cast"] = call(
+        "loss", d(np.ones(6, np.int64)), d(np.ones(6, np.float16)), 2.0,
+        stream=0x1234,
+    )
 
     # Scalars and zero-size arrays.
     zero_d = (d(np.array(1.0)), d(np.array(-2.0)))
@@ -667,9 +1031,17 @@ API_SCRIPT = textwrap.dedent(
         "large_host_weight": (
             "loss", d(np.ones((2, 5000))), d(np.ones((2, 5000))), np.ones(5000)
         ),
-        "int_labels": ("loss", d(np.ones(3, np.int64)), d(np.ones(3)), 2.0),
-        "float16_logits": (
-            "loss", d(np.ones(3, np.float16)), d(np.ones(3, np.float16)), 2.0
+        "complex_labels": ("loss", d(np.ones(3, complex)), d(np.ones(3)), 2.0),
+        "complex_logits": ("loss", d(np.ones(3)), d(np.ones(3, np.complex64)), 2.0),
+        "complex_weight": (
+            "loss", d(np.ones(3)), d(np.ones(3)), d(np.ones(3, complex))
+        ),
+        "float16_out_dtype": (
+            "loss", d(np.ones(3)), d(np.ones(3, np.float16)), 2.0, d(np.ones(3))
+        ),
+        "int_logits_out_dtype": (
+            "loss", d(np.ones(3)), d(np.ones(3, np.int64)), 2.0,
+            d(np.ones(3, np.float32)),
         ),
         "shapes": ("loss", d(np.ones((2, 3))), d(np.ones((3, 2))), 2.0),
         "weight_shape": ("loss", d(np.ones((2, 3))), d(np.ones((2, 3))), np.ones(2)),
@@ -729,25 +1101,104 @@ def test_result_is_the_callers_kind_sharing_memory(api):
     assert api["given_out"]["same_out"] and api["given_out"]["wrapped"] == []
 
 
-@pytest.mark.parametrize(
-    "case", ["contiguous", "strided", "per_class_host", "per_class_device"]
-)
+TRANSFER_CASES = [
+    "contiguous",
+    "strided",
+    "per_class_host",
+    "per_class_device",
+    "int_labels",
+    "bool_labels",
+    "float16_logits",
+    "int_weight_device",
+]
+
+
+@pytest.mark.parametrize("case", TRANSFER_CASES)
 def test_bytes_moved_per_call_do_not_grow_with_n(api, case):
     small, large = api[f"transfers-{case}-4"], api[f"transfers-{case}-3334"]
 
     assert small["shape"] == [4, 3] and large["shape"] == [3334, 3]
     assert large["transfers"] == small["transfers"]
-    # At most the host pos_weight crosses, and nothing comes back.
-    weight_bytes = {"per_class_host": 12, "per_class_device": 0}.get(case, 4)
+    # At most the host pos_weight crosses, and nothing comes back: casting
+    # moves nothing either.
+    weight_bytes = {
+        "per_class_host": 12,
+        "per_class_device": 0,
+        "int_weight_device": 0,
+    }.get(case, 4)
     assert sum(size for _, size in large["transfers"]) == weight_bytes
     assert all(direction == "H2D" for direction, _ in large["transfers"])
 
 
-def test_transfer_cases_take_both_paths(api):
-    # So the test above covers the ufunc and the strided kernel alike.
-    assert api["transfers-contiguous-3334"]["calls"][0][0] == "ufunc"
-    assert api["transfers-strided-3334"]["calls"][0][0] == "strided"
-    assert api["transfers-per_class_host-3334"]["calls"][0][0] == "strided"
+@pytest.mark.parametrize("case", TRANSFER_CASES)
+def test_transfer_cases_give_the_cpus_result(api, case):
+    result = api[f"transfers-{case}-3334"]
+    dtype = result["expected_dtype"]
+    values = np.array(result["values"], dtype)
+
+    assert result["dtype"] == dtype
+    distance = ulp_distance(values, np.array(result["expected"], dtype))
+    assert 0 <= distance.min() and distance.max() <= SIM_ULP[dtype]
+
+
+def test_transfer_cases_take_both_paths_and_cast(api):
+    # So the tests above cover the ufunc, the strided kernel and the casts.
+    kinds = {
+        case: [kind for kind, *_ in api[f"transfers-{case}-3334"]["calls"]]
+        for case in TRANSFER_CASES
+    }
+
+    assert kinds["contiguous"] == ["ufunc"]
+    assert kinds["strided"] == ["strided"]
+    assert kinds["per_class_host"] == ["strided"]
+    assert kinds["int_labels"] == kinds["bool_labels"] == ["cast", "ufunc"]
+    assert kinds["float16_logits"] == ["cast", "ufunc", "cast"]
+    assert kinds["int_weight_device"] == ["cast", "strided"]
+
+
+DTYPE_CALLS = {
+    # case: (the result's kind, its dtype)
+    "float16_cupy": ("ndarray", "float16"),
+    "bool_logits_torch": ("Tensor", "float64"),
+    "int_logits": ("FakeCUDAArray", "float64"),
+    "float16_out": ("FakeCUDAArray", "float16"),
+}
+
+
+@pytest.mark.parametrize("case", DTYPE_CALLS)
+def test_public_functions_follow_the_cpus_dtype_rules(api, case):
+    result = api[f"dtypes-{case}"]
+    kind, dtype = DTYPE_CALLS[case]
+
+    assert (result["kind"], result["dtype"]) == (kind, dtype)
+    assert result["expected_dtype"] == dtype
+    assert result["same_out"] == (case == "float16_out")
+    assert not any(direction == "D2H" for direction, _ in result["transfers"])
+    distance = ulp_distance(
+        np.array(result["values"], dtype), np.array(result["expected"], dtype)
+    )
+    assert 0 <= distance.min() and distance.max() <= SIM_ULP[dtype]
+
+
+def test_device_values_beyond_the_compute_dtype_become_inf_unchecked(api):
+    # Documented difference: the CPU refuses a finite label or pos_weight that
+    # its cast would make infinite; on the GPU, seeing one would take a read
+    # back to the host, so a device array is cast as astype casts (to inf).
+    result = api["dtypes-overflowing_device_labels"]
+
+    assert result["cpu_error"].startswith("labels has values beyond the range")
+    assert "error" not in result and result["dtype"] == "float32"
+    assert not np.isfinite(result["values"][0])
+    np.testing.assert_allclose(
+        result["values"][1:], CPU["loss"]([0.0, 1.0], np.zeros(2, np.float32), 2.0)
+    )
+
+
+def test_casts_run_on_the_calls_stream(api):
+    calls = api["stream_cast"]["calls"]
+
+    assert [kind for kind, *_ in calls] == ["cast", "cast", "ufunc", "cast"]
+    assert {stream for *_, stream in calls} == {"<External CUDA stream 4660>"}
 
 
 @pytest.mark.parametrize("case", ["zero_d", "zero_d_weight"])
@@ -829,36 +1280,31 @@ def test_placement_errors_say_where_each_argument_lives(api, name):
     assert result["calls"] == [] and result["transfers"] == []
 
 
-DTYPE_ERRORS = {
-    "int_labels": "labels must have the logits' dtype float64 on the GPU (the "
-    "GPU path does not cast), got labels dtype int64",
-    "float16_logits": "logits on the GPU must be float32 or float64 (the GPU "
-    "path does not cast), got dtype float16",
-}
-
-
-@pytest.mark.parametrize("name", DTYPE_ERRORS)
-def test_the_gpu_path_does_not_cast(api, name):
-    result = api[f"error-{name}"]
-
-    assert result["error"] == ["TypeError", DTYPE_ERRORS[name]]
-    assert result["calls"] == [] and result["transfers"] == []
-
-
 # The same arguments on the host, for the same message.
 SAME_AS_CPU = {
     "shapes": (np.ones((2, 3)), np.ones((3, 2)), 2.0),
     "weight_shape": (np.ones((2, 3)), np.ones((2, 3)), np.ones(2)),
     "weight_overflow": (np.ones(3, np.float32), np.ones(3, np.float32), 1e40),
     "weight_dtype": (np.ones(3), np.ones(3), np.array(["a"])),
+    "complex_labels": (np.ones(3, complex), np.ones(3), 2.0),
+    "complex_logits": (np.ones(3), np.ones(3, np.complex64), 2.0),
+    "complex_weight": (np.ones(3), np.ones(3), np.ones(3, complex)),
+    "float16_out_dtype": (np.ones(3), np.ones(3, np.float16), 2.0, np.ones(3)),
+    "int_logits_out_dtype": (
+        np.ones(3),
+        np.ones(3, np.int64),
+        2.0,
+        np.ones(3, np.float32),
+    ),
 }
 
 
 @pytest.mark.parametrize("name", SAME_AS_CPU)
-def test_shape_and_weight_errors_read_as_on_the_cpu(api, name):
+def test_shape_dtype_and_weight_errors_read_as_on_the_cpu(api, name):
     result = api[f"error-{name}"]
+    labels, logits, pos_weight, *out = SAME_AS_CPU[name]
     with pytest.raises((TypeError, ValueError)) as on_cpu:
-        CPU["loss"](*SAME_AS_CPU[name])
+        CPU["loss"](labels, logits, pos_weight, out=out[0] if out else None)
 
     assert result["error"] == [type(on_cpu.value).__name__, str(on_cpu.value)]
     assert result["calls"] == [] and result["transfers"] == []

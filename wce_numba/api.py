@@ -134,12 +134,12 @@ def weighted_cross_entropy_with_logits(
         is a ragged nested list, or a finite label or pos_weight overflows
         the logits' dtype (1e40 with float32 logits). With CUDA arrays: if
         the arguments do not live on one device (the message says where each
-        lives), or ``stream`` is given for host arrays.
+        lives), or ``stream`` is given for host arrays. On the GPU only a
+        host ``pos_weight`` is checked for overflow (see Notes).
     TypeError
         If an input is not real (complex, object, string) or ``out`` has the
-        wrong dtype; the message names the argument and its dtype. On the
-        GPU, also unless labels, logits and an array ``pos_weight`` are all
-        float32 or all float64.
+        wrong dtype; the message names the argument and its dtype. CUDA
+        arrays are checked alike, with the same messages.
     ImportError, RuntimeError
         For CUDA arrays without numba-cuda (ImportError) or without a usable
         GPU and driver (RuntimeError); the message says what to install.
@@ -175,16 +175,19 @@ def weighted_cross_entropy_with_logits(
     * Integer and bool logits are accepted and give float64.
 
     On the GPU: a call runs there when any argument is a CUDA array (one with
-    ``__cuda_array_interface__``: a CuPy array, a PyTorch CUDA tensor, a
-    Numba device array). Labels, logits and ``out`` must then all be on that
-    device; ``pos_weight`` may also be a host scalar or a host array of at
-    most 4096 elements (copied over on each call). Nothing else crosses
-    between host and device, and nothing is cast: labels, logits and a device
-    ``pos_weight`` must all be float32 or all float64. The result stays on
-    the device, in a new array of the logits' kind: a CuPy array for CuPy
-    logits, a PyTorch tensor for PyTorch logits, a Numba device array
-    otherwise (0-d for 0-d input). The launch is asynchronous on ``stream``;
-    nothing is synchronised.
+    ``__cuda_array_interface__``: a CuPy array, a PyTorch CUDA tensor, a Numba
+    device array). Labels, logits and ``out`` must then all be on that device;
+    ``pos_weight`` may also be a host scalar or a host array of at most 4096
+    elements (copied over on each call). Nothing else crosses between host and
+    device. Dtypes follow the CPU's rules (see Parameters): inputs of another
+    dtype are cast on the device (float16 logits are computed in float32 and
+    the result is cast back there), except that a device label or pos_weight
+    beyond the compute dtype's range becomes inf instead of raising, since
+    seeing it would take a read back to the host. The result stays on the
+    device, in a new array of the logits' kind: a CuPy array for CuPy logits,
+    a PyTorch tensor for PyTorch logits, a Numba device array otherwise (0-d
+    for 0-d input). Every launch is asynchronous on ``stream``; nothing is
+    synchronised.
 
     References
     ----------
