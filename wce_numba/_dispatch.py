@@ -41,18 +41,20 @@ from ._validate import Prepared
 
 logger = logging.getLogger("wce_numba")
 
-# Element count from which a call uses every core. Measured on 2 cores (AMD
-# EPYC Zen 4, numba 0.68.1) with ``python benchmarks/bench_elementwise.py
-# --threshold``: handing a block to the pool costs about 30-60 us, which the
-# second core repays from roughly 1e4 elements of this kernel (~35 ns each).
-PARALLEL_THRESHOLD = 20_000
+# Element count from which a call on the ufunc path (layouts the contiguous
+# loops do not take, such as a per-class pos_weight) uses every core.
+# Measured on 2 cores (AMD EPYC family 25 model 1, AVX2, numba 0.68.1, shared
+# with other processes) with ``python benchmarks/bench_elementwise.py
+# --threshold``: all cores crossed over at 42,170 elements in each of three
+# runs and lost at 17,783-23,714 in 7 of 8 measurements.
+PARALLEL_THRESHOLD = 50_000
 
 # Element counts from which the contiguous loops use every core, per dtype.
-# Measured on 2 cores (AMD EPYC, AVX2, numba 0.68.1) by timing one core
-# against two threads alternately: handing a block to the pool costs about
-# 30-60 us, repaid from about 1.5e5 float32 elements (~5 ns each) and 5e4
-# float64 elements (~12 ns each).
-LOOP_THRESHOLD = {np.dtype(np.float32): 1 << 18, np.dtype(np.float64): 1 << 16}
+# Measured the same way (one core against all, alternately, three runs):
+# float32 crossed at 7.5e4-4.2e5 elements (~3-5 ns each), float64 at
+# 2.4e4-4.2e4 (~12 ns each); handing a block to the pool cost 30-280 us
+# depending on the load from other processes.
+LOOP_THRESHOLD = {np.dtype(np.float32): 1 << 18, np.dtype(np.float64): 1 << 15}
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
