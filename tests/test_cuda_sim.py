@@ -385,12 +385,15 @@ STRIDED_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    """(metadata, arrays) written by one simulator process."""
-    folder = tmp_path_factory.mktemp("cudasim")
-    script, path = folder / "simulate.py", folder / "results.json"
-    script.write_text(SIM_SCRIPT)
+def run_in_simulator(tmp_path_factory, name: str, source: str):
+    """Run ``source`` in a simulator process; its JSON results and their path.
+
+    The script gets the results path as its argument. A script that finds no
+    numba-cuda writes {"skip": reason}, and the calling tests skip with it.
+    """
+    folder = tmp_path_factory.mktemp(name)
+    script, path = folder / "script.py", folder / "results.json"
+    script.write_text(source)
     process = subprocess.run(
         [sys.executable, str(script), str(path)],
         env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1"},
@@ -401,6 +404,13 @@ def simulated(tmp_path_factory):
     results = json.loads(path.read_text())
     if "skip" in results:
         pytest.skip(results["skip"])
+    return results, path
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """(metadata, arrays) written by one simulator process."""
+    results, path = run_in_simulator(tmp_path_factory, "cudasim", SIM_SCRIPT)
     with np.load(f"{path}.npz") as arrays:
         return results, dict(arrays)
 
@@ -1063,19 +1073,7 @@ README_VALUES = [8.507712, 2.126928, 1.732868, 0.19434941]
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """What the public functions did with simulated CUDA arrays, by case."""
-    folder = tmp_path_factory.mktemp("cudasim_api")
-    script, path = folder / "api.py", folder / "results.json"
-    script.write_text(API_SCRIPT)
-    process = subprocess.run(
-        [sys.executable, str(script), str(path)],
-        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1"},
-        capture_output=True,
-        text=True,
-    )
-    assert process.returncode == 0, process.stderr
-    results = json.loads(path.read_text())
-    if "skip" in results:
-        pytest.skip(results["skip"])
+    results, _ = run_in_simulator(tmp_path_factory, "cudasim_api", API_SCRIPT)
     return results
 
 
