@@ -115,3 +115,21 @@ def test_no_warning_for_finite_results_with_discarded_overflows(function):
         warnings.simplefilter("error")
         result = function(np.float32(0), np.float32(-1e35), np.float32(1e4))
     assert np.isfinite(result)
+
+
+@pytest.mark.parametrize("shift", [1, -1])
+@pytest.mark.parametrize("size", [5, 300_001])
+def test_out_partly_overlapping_the_logits_gets_the_ufunc_result(shift, size):
+    # NumPy's ufuncs copy operands that partly overlap out; a loop writing in
+    # place would feed each result into the next element's logit (and, in
+    # blocks on several threads, into another block's inputs).
+    buffer = np.linspace(-3.0, 3.0, size + 1)
+    logits = buffer[:-1] if shift == 1 else buffer[1:]
+    out = buffer[1:] if shift == 1 else buffer[:-1]
+    labels = np.zeros(size)
+    expected = weighted_cross_entropy_with_logits(labels, logits.copy(), 1.0)
+
+    result = weighted_cross_entropy_with_logits(labels, logits, 1.0, out=out)
+
+    assert result is out
+    np.testing.assert_array_equal(out, expected)

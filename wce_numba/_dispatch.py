@@ -268,13 +268,38 @@ def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
     one element (a strided or reversed view, or a layout unlike the inputs')
     it writes it as if contiguous, which gives wrong results and can corrupt
     the heap. Inputs of any stride are read correctly. So ``out`` goes to the
-    ufunc only when it and the labels and logits are all C-contiguous (and
-    ``out`` is in native byte order); otherwise the API computes into a fresh
-    array and copies, at the cost of one more pass over the result.
+    ufunc (or the contiguous loops) only when it and the labels and logits are
+    all C-contiguous, ``out`` is in native byte order and does not partly
+    overlap an input; otherwise the API computes into a fresh array and
+    copies, at the cost of one more pass over the result.
     """
     return (
         out.flags.c_contiguous
         and out.dtype.isnative
         and prepared.labels.flags.c_contiguous
         and prepared.logits.flags.c_contiguous
+        and not any(
+            _overlaps_partly(out, array)
+            for array in (prepared.labels, prepared.logits, prepared.pos_weight)
+        )
     )
+
+
+def _overlaps_partly(out: np.ndarray, array: np.ndarray) -> bool:
+    """Whether ``out`` shares memory with ``array`` without being the same view.
+
+    Writing element i of ``out`` may then change an element of ``array`` that
+    is read later (or by another block's thread): ``out`` one element ahead
+    of the logits would feed each result into the next. NumPy's ufuncs copy
+    such operands; here the API computes into a fresh array instead. ``out``
+    that is exactly an input is safe: each element is read before it is
+    written, by the thread that writes it.
+    """
+    if not np.may_share_memory(out, array):
+        return False
+    same_view = (
+        out.__array_interface__["data"][0] == array.__array_interface__["data"][0]
+        and out.shape == array.shape
+        and out.strides == array.strides
+    )
+    return not same_view
