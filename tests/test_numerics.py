@@ -359,3 +359,20 @@ def test_float64_inputs_that_broke_the_bound_with_libm(
     error = ulp_error(function(z, x, q)[0], exact_function(*inputs), np.float64)
 
     assert error <= ULP_BOUND[np.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_infinite_pos_weight_gives_the_limits(dtype):
+    # q = inf: the loss is inf wherever the positive term is on, and the
+    # gradient -inf; a zero label switches the term off entirely.
+    z = np.array([1.0, 0.5, 0.0], dtype=dtype)
+    x = np.ones(3, dtype=dtype)
+    q = dtype(np.inf)
+
+    loss = weighted_cross_entropy_with_logits(z, x, q)
+    grad = weighted_cross_entropy_with_logits_grad(z, x, q)
+
+    assert loss[0] == loss[1] == np.inf
+    assert grad[0] == grad[1] == -np.inf
+    assert loss[2] == weighted_cross_entropy_with_logits(dtype(0), dtype(1), q)
+    assert grad[2] == weighted_cross_entropy_with_logits_grad(dtype(0), dtype(1), 1)

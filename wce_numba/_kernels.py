@@ -49,6 +49,22 @@ from ._intrinsics import (
 
 
 @register_jitable(forceinline=True)
+def switched_product(pos_weight, labels):
+    """``q z`` as ``(hi, lo)``, exactly 0 where z or q is 0.
+
+    A zero label or weight switches the positive term off, also against an
+    infinite partner, where ``inf * 0`` would make it NaN; a NaN partner
+    still gives NaN (``x == x`` is false only for NaN).
+    """
+    zero = type(labels)(0)
+    product, error = two_product(pos_weight, labels)
+    off = ((labels == zero) & (pos_weight == pos_weight)) | (
+        (pos_weight == zero) & (labels == labels)
+    )
+    return select(off, zero, product), select(off, zero, error)
+
+
+@register_jitable(forceinline=True)
 def _halved(magnitude):
     """``(big, argument)``: where exp(-m) would be subnormal, use m / 2."""
     big = magnitude > exp_normal_limit(magnitude)
@@ -140,7 +156,7 @@ def loss(labels, logits, pos_weight):
     magnitude = abs(logits)
 
     negative_hi, negative_lo = two_sum(one, -labels)
-    positive_hi, positive_lo = two_product(pos_weight, labels)
+    positive_hi, positive_lo = switched_product(pos_weight, labels)
     total_hi, total_error = two_sum(negative_hi, positive_hi)
     total_lo = total_error + (negative_lo + positive_lo)
 
@@ -186,7 +202,7 @@ def loss_grad(labels, logits, pos_weight):
     magnitude = abs(logits)
 
     negative_hi, negative_lo = two_sum(one, -labels)
-    positive_hi, positive_lo = two_product(pos_weight, labels)
+    positive_hi, positive_lo = switched_product(pos_weight, labels)
 
     # One exponential serves both: e = exp(-m), or exp(-m/2) where exp(-m) is
     # subnormal; 1 + exp(-m) there is 1 + e^2 (the tail changes no digit).
@@ -210,4 +226,11 @@ def loss_grad(labels, logits, pos_weight):
         small_numerator_hi, small_numerator_lo, denominator_hi, denominator_lo
     )
     # Written as a difference, not a sign times one, so an exact 0 stays +0.
-    return select(nonnegative, large - small, small - large)
+    result = select(nonnegative, large - small, small - large)
+
+    # An infinite coefficient (pos_weight = inf) makes the unguarded error
+    # terms NaN; the leading parts alone then give the limit, +-inf.
+    large_plain = fdiv(large_hi, denominator_hi)
+    small_plain = fdiv(small_numerator_hi, denominator_hi)
+    plain = select(nonnegative, large_plain - small_plain, small_plain - large_plain)
+    return select(math.isnan(result), plain, result)

@@ -8,6 +8,11 @@ branch-free, libm-free kernels, is what makes the CPU path fast. Each element
 is computed by the same kernel as in the ufuncs, independently, so results
 are bit-identical to theirs.
 
+Numba's on-disk cache (``cache=True``) is keyed on this file alone: an edit
+to the kernels or the primitives they call leaves stale machine code here
+until ``wce_numba/__pycache__/*.nb*`` is deleted (installs and upgrades
+rewrite every file, which starts the cache afresh).
+
 ``error_model="numpy"`` drops Numba's division-by-zero checks, whose branches
 and possible exceptions would stop the vectorizer. ``nogil=True`` lets the
 dispatcher run blocks of one call on several threads.
