@@ -1,9 +1,11 @@
 """TensorFlow's weighted cross entropy with logits as Numba-compiled kernels.
 
 The public API is re-exported here; everything else lives in private modules:
-``_kernels`` (scalar math), ``_ufuncs`` (ufunc builders per target),
-``_validate`` (argument checks), ``_dispatch`` (which compiled ufunc runs) and
-``api`` (the documented functions).
+``_kernels`` (scalar math, one source for every target), ``_fastmath`` and
+``_intrinsics`` (the primitives it uses), ``_ufuncs`` (ufunc builders per
+target), ``_loops`` (contiguous CPU loops), ``_validate`` (argument checks),
+``_dispatch`` (how a CPU call runs), ``_device`` and ``_cuda`` (the GPU path)
+and ``api`` (the documented functions).
 """
 
 from .api import (
