@@ -81,6 +81,26 @@ PTX_SCRIPT = textwrap.dedent(
             for kind, (function, argtypes) in variants.items():
                 code, _ = cuda.compile_ptx(function, argtypes, cc=(major, minor))
                 ptx[f"{kind}-{quantity}-{dtypes[0]}"] = code
+
+    # The device-side casts of labels, pos_weight and float16 logits.
+    import numpy as np
+
+    CASTS = [
+        ("bool", "float32"),
+        ("int32", "float32"),
+        ("int64", "float64"),
+        ("float16", "float32"),
+        ("float32", "float16"),
+        ("float64", "float32"),
+    ]
+    cast = _cuda.cast_kernel()
+    for source, target in CASTS:
+        argtypes = (
+            numba.from_dtype(np.dtype(source))[::1],
+            numba.from_dtype(np.dtype(target))[::1],
+        )
+        code, _ = cuda.compile_ptx(cast.py_func, argtypes, cc=(major, minor))
+        ptx[f"cast-{source}-{target}"] = code
     pathlib.Path(path).write_text(json.dumps({"ptx": ptx}))
     """
 )
@@ -145,3 +165,34 @@ def test_kernels_target_the_requested_capability(compiled, name):
     (major, minor), ptx = compiled
 
     assert re.search(rf"^\.target sm_{major}{minor}\b", ptx[name], re.MULTILINE)
+
+
+CAST_NAMES = [
+    "cast-bool-float32",
+    "cast-int32-float32",
+    "cast-int64-float64",
+    "cast-float16-float32",
+    "cast-float32-float16",
+    "cast-float64-float32",
+]
+
+
+@pytest.mark.parametrize("name", CAST_NAMES)
+def test_cast_kernels_compile_and_round_to_nearest(compiled, name):
+    # Every cast the device path makes compiles for the target; float
+    # conversions that can round use round-to-nearest (cvt.rn), as astype.
+    (major, minor), ptx = compiled
+    code = instructions(ptx[name])
+
+    assert re.search(rf"^\.target sm_{major}{minor}\b", ptx[name], re.MULTILINE)
+    if name in ("cast-float32-float16", "cast-float64-float32", "cast-int32-float32"):
+        assert re.search(r"\bcvt\.rn\.", code), code
+
+
+@pytest.mark.parametrize(
+    "name", ["cast-bool-float32", "cast-int32-float32", "cast-float16-float32"]
+)
+def test_casts_into_float32_use_no_float64(compiled, name):
+    _, ptx = compiled
+
+    assert ".f64" not in instructions(ptx[name])
