@@ -8,8 +8,8 @@ packed AVX-512/AVX2 code. Each returns its value as an unevaluated sum
 ``hi + lo`` accurate to well under one ULP, so that the kernels can carry the
 error of the transcendental functions below their final rounding.
 
-Routing per target: the public names (``exp_neg``, ``log1p_dw``,
-``softplus_neg``) are plain functions with two Numba overloads. The generic
+Routing per target: the public names (``exp_neg``, ``log1p_dw``) are plain
+functions with two Numba overloads. The generic
 overload keeps ``math.exp``/``math.log1p`` (so CUDA kernels keep CUDA's own
 functions); the ``target='cpu'`` overload, which takes precedence on the
 ``cpu`` and ``parallel`` targets, uses the polynomial code. Every constant is
@@ -238,11 +238,6 @@ def log1p_dw(e_hi, e_lo):
     return math.log1p(e_hi), e_lo / (1 + e_hi)
 
 
-def softplus_neg(m):
-    """``log1p(exp(-m))`` as ``(hi, lo)`` for ``m >= 0``."""
-    return log1p_dw(*exp_neg(m))
-
-
 @overload(exp_neg, target="generic")
 def _exp_neg_generic(m):
     if isinstance(m, types.Float):
@@ -276,15 +271,3 @@ def _log1p_dw_cpu(e_hi, e_lo):
         return None
     impl = _CPU[dtype][1]
     return lambda e_hi, e_lo: impl(e_hi, e_lo)
-
-
-@overload(softplus_neg, target="generic")
-def _softplus_neg(m):
-    if isinstance(m, types.Float):
-
-        def impl(m):
-            e_hi, e_lo = exp_neg(m)
-            return log1p_dw(e_hi, e_lo)
-
-        return impl
-    return None

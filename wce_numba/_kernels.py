@@ -93,14 +93,6 @@ def _scaled_exp(scale_hi, scale_lo, big, e_hi, e_lo):
 
 
 @register_jitable(forceinline=True)
-def scaled_exp_neg(scale_hi, scale_lo, magnitude):
-    """``(scale_hi + scale_lo) * exp(-magnitude)`` as a double-word ``(hi, lo)``."""
-    big, argument = _halved(magnitude)
-    e_hi, e_lo = exp_neg(argument)
-    return _scaled_exp(scale_hi, scale_lo, big, e_hi, e_lo)
-
-
-@register_jitable(forceinline=True)
 def scaled_log1p_exp_neg(scale_hi, scale_lo, magnitude):
     """``(scale_hi + scale_lo) * log1p(exp(-magnitude))`` as ``(hi, lo)``.
 
