@@ -128,6 +128,22 @@ def parallel_ufunc_is_safe() -> bool:
     return True
 
 
+def _in_blocks(length: int, pieces: int, run_block) -> None:
+    """``run_block(start, stop)`` over ``pieces`` equal parts of ``range(length)``.
+
+    The first part runs on the calling thread, the others on the pool; returns
+    when all are done.
+    """
+    bounds = [length * k // pieces for k in range(pieces + 1)]
+    pool = _block_pool()
+    futures = [
+        pool.submit(run_block, bounds[k], bounds[k + 1]) for k in range(1, pieces)
+    ]
+    run_block(bounds[0], bounds[1])
+    for future in futures:
+        future.result()
+
+
 def _run_blocks(ufunc, prepared: Prepared, out: np.ndarray, threads: int) -> None:
     """``ufunc`` over equal blocks of rows of the logits, one block per thread."""
     labels, logits, pos_weight = prepared.labels, prepared.logits, prepared.pos_weight
@@ -136,21 +152,15 @@ def _run_blocks(ufunc, prepared: Prepared, out: np.ndarray, threads: int) -> Non
     # weight (or a scalar) broadcasts to every block whole.
     split_weight = pos_weight.ndim == logits.ndim and pos_weight.shape[0] == rows
 
-    bounds = np.linspace(0, rows, threads + 1).astype(int)
-    blocks = [
-        (
+    def run_block(start: int, stop: int) -> None:
+        ufunc(
             labels[start:stop],
             logits[start:stop],
             pos_weight[start:stop] if split_weight else pos_weight,
-            out[start:stop],
+            out=out[start:stop],
         )
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
-        if stop > start
-    ]
-    pool = _block_pool()
-    futures = [pool.submit(ufunc, z, x, q, out=o) for z, x, q, o in blocks]
-    for future in futures:
-        future.result()
+
+    _in_blocks(rows, threads, run_block)
 
 
 def _contiguous(prepared: Prepared, out: np.ndarray | None) -> bool:
@@ -189,12 +199,7 @@ def _run_loops(quantity: str, prepared: Prepared, out: np.ndarray | None):
             True,
         )
 
-    size = logits.size
-    pieces = thread_count() if size >= LOOP_THRESHOLD[logits.dtype] else 1
-    bounds = [size * k // pieces for k in range(pieces + 1)]
-
-    def run_piece(k: int) -> None:
-        start, stop = bounds[k], bounds[k + 1]
+    def run_block(start: int, stop: int) -> None:
         fill(
             code,
             labels_flat[start:stop],
@@ -203,10 +208,9 @@ def _run_loops(quantity: str, prepared: Prepared, out: np.ndarray | None):
             result_flat[start:stop],
         )
 
-    futures = [_block_pool().submit(run_piece, k) for k in range(1, pieces)]
-    run_piece(0)
-    for future in futures:
-        future.result()
+    size = logits.size
+    pieces = thread_count() if size >= LOOP_THRESHOLD[logits.dtype] else 1
+    _in_blocks(size, pieces, run_block)
 
     # As a ufunc does: a 0-d call without out= gives a NumPy scalar.
     return result[()] if out is None and logits.ndim == 0 else result
@@ -240,7 +244,7 @@ def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
         elif (
             rows >= threads
             and prepared.labels.flags.c_contiguous
-            and (prepared.logits.flags.c_contiguous)
+            and prepared.logits.flags.c_contiguous
         ):
             # Blocks of rows of C-contiguous arrays are contiguous, and so are
             # the blocks of ``out`` (see can_write_directly for why it matters).
