@@ -23,6 +23,16 @@ CAPABILITIES = [(9, 0), (8, 0)]
 QUANTITIES = ["loss", "grad"]
 DTYPES = ["float32", "float64"]
 KINDS = ["ufunc", "ufunc-broadcast-weight", "strided"]
+# (source, target) dtypes of the casts the device path makes.
+CASTS = [
+    ("bool", "float32"),
+    ("int32", "float32"),
+    ("int64", "float64"),
+    ("float16", "float32"),
+    ("float32", "float16"),
+    ("float64", "float32"),
+]
+CAST_NAMES = [f"cast-{source}-{target}" for source, target in CASTS]
 
 # Runs in its own process, because it replaces numba-cuda's device lookup.
 PTX_SCRIPT = textwrap.dedent(
@@ -85,16 +95,8 @@ PTX_SCRIPT = textwrap.dedent(
     # The device-side casts of labels, pos_weight and float16 logits.
     import numpy as np
 
-    CASTS = [
-        ("bool", "float32"),
-        ("int32", "float32"),
-        ("int64", "float64"),
-        ("float16", "float32"),
-        ("float32", "float16"),
-        ("float64", "float32"),
-    ]
     cast = _cuda.cast_kernel()
-    for source, target in CASTS:
+    for source, target in json.loads(sys.argv[4]):
         argtypes = (
             numba.from_dtype(np.dtype(source))[::1],
             numba.from_dtype(np.dtype(target))[::1],
@@ -118,7 +120,14 @@ def compiled(request, tmp_path_factory):
     script, path = folder / "compile_ptx.py", folder / "ptx.json"
     script.write_text(PTX_SCRIPT)
     process = subprocess.run(
-        [sys.executable, str(script), str(major), str(minor), str(path)],
+        [
+            sys.executable,
+            str(script),
+            str(major),
+            str(minor),
+            str(path),
+            json.dumps(CASTS),
+        ],
         env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
         capture_output=True,
         text=True,
@@ -165,16 +174,6 @@ def test_kernels_target_the_requested_capability(compiled, name):
     (major, minor), ptx = compiled
 
     assert re.search(rf"^\.target sm_{major}{minor}\b", ptx[name], re.MULTILINE)
-
-
-CAST_NAMES = [
-    "cast-bool-float32",
-    "cast-int32-float32",
-    "cast-int64-float64",
-    "cast-float16-float32",
-    "cast-float32-float16",
-    "cast-float64-float32",
-]
 
 
 @pytest.mark.parametrize("name", CAST_NAMES)
