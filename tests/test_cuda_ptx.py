@@ -311,6 +311,19 @@ def test_fused_kernels_that_sum_reduce_each_block_in_shared_memory(compiled, nam
     assert "st.shared.f64" in code and "st.global.f64" in code
 
 
+FLAT = [name for name, (*_, layout) in FUSED.items() if layout == "flat"]
+
+
+@pytest.mark.parametrize("name", fused_names("float32", FLAT) + [MIXED])
+def test_fused_kernels_on_flat_arrays_index_without_remainders(compiled, name):
+    # One-dimensional views need no unravelling and a weight no modulo: the
+    # only integer division left is the grid-stride loop's trip count, once
+    # per thread.
+    _, ptx = compiled
+
+    assert not re.search(r"\brem\.", instructions(ptx[name]))
+
+
 @pytest.mark.parametrize("name", fused_names("float64"))
 def test_fused_float64_kernels_do_have_float64_math(compiled, name):
     # The control for the tests above: the same search finds float64 math.

@@ -155,11 +155,12 @@ def unravel_index(flat, shape):
 def broadcast_index(index, shape):
     """The element of an array of ``shape`` that broadcasting pairs with ``index``.
 
-    Axes are matched from the right. ``i % n`` is ``i`` where the extents
-    agree and 0 where the axis is repeated (``n`` = 1).
+    Axes are matched from the right. ``index`` lies in the broadcast shape,
+    where each extent of ``shape`` is 1 (the axis is repeated: element 0) or
+    the broadcast one (the index itself): no division needed.
     """
     offset = len(index) - len(shape)
-    return tuple(i % n for i, n in zip(index[offset:], shape, strict=True))
+    return tuple(0 if n == 1 else i for i, n in zip(index[offset:], shape, strict=True))
 
 
 @functools.cache
@@ -172,6 +173,11 @@ def _register_index_overloads() -> None:
 
     @overload(unravel_index)
     def _unravel_index(flat, shape):
+        if len(shape) == 1:
+            # The kernels' flat indices are below the size: their own index,
+            # without the 64-bit division (dozens of instructions on a GPU).
+            return lambda flat, shape: (flat,)
+
         def impl(flat, shape):
             index = shape
             for axis in range(len(shape) - 1, -1, -1):
@@ -187,8 +193,9 @@ def _register_index_overloads() -> None:
             offset = len(index) - len(shape)
             result = shape
             for axis in range(len(shape)):
-                extent = shape[axis]
-                result = tuple_setitem(result, axis, index[axis + offset] % extent)
+                repeated = shape[axis] == 1
+                element = 0 if repeated else index[axis + offset]
+                result = tuple_setitem(result, axis, element)
             return result
 
         return impl
