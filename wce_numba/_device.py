@@ -213,19 +213,26 @@ def run_fused(
 
     Returns ``(value, grad)``, each None unless wanted, as the logits' kind:
 
-    * value: ``weight * loss`` elementwise for ``reduction="none"``; its sum
-      for "sum"; that sum over ``logits.size`` for "mean" (NaN for an empty
-      array, as PyTorch's mean, where NumPy's warns and gives NaN too), as a
-      0-d device array in the result dtype. Sums are accumulated in float64
-      (see ``_cuda.launch_fused``).
-    * grad: ``weight * dloss/dx`` elementwise, divided by ``logits.size`` for
-      "mean": the gradient of the value with respect to the logits.
+    * value: ``weight * loss`` elementwise for ``reduction="none"``; the sum
+      of those for "sum"; that sum over N = ``logits.size`` for "mean" (NaN
+      for an empty array, as PyTorch's mean, where NumPy's warns and gives
+      NaN too; an empty sum is 0), as a 0-d device array in the result
+      dtype. The terms, rounded in the compute dtype as the elementwise
+      value is, are summed in float64 (see ``_cuda.block_total``) and the
+      sum, or the sum divided by N, is rounded once into the result dtype.
+    * grad: ``weight * dloss/dx`` elementwise, divided by N in the compute
+      dtype for "mean" (N exact there up to 2^24 in float32): the gradient
+      of the value with respect to the logits.
 
-    ``weight`` None means 1; otherwise it obeys ``pos_weight``'s rules: a
-    device array on the logits' device, or a host scalar or small host array,
-    broadcastable to the logits' shape. Dtypes are the elementwise call's:
-    the logits decide the compute and result dtypes. Everything runs
+    Each term is the product ``weight * loss`` as NumPy forms it: NaN
+    anywhere gives a NaN sum, and a weight of 0 on an infinite loss gives
+    NaN. ``weight`` None means 1; otherwise it obeys ``pos_weight``'s rules:
+    a device array on the logits' device, or a host scalar or small host
+    array, broadcastable to the logits' shape. Dtypes are the elementwise
+    call's: the logits decide the compute and result dtypes. Everything runs
     asynchronously on ``stream`` (None: as in ``run``); nothing is read back.
+    Asking for neither value nor grad checks the arguments and launches
+    nothing.
     """
     check_reduction(reduction)
     check_placement(labels, logits, pos_weight, None, weight)
