@@ -1457,11 +1457,15 @@ FUSED_SCRIPT = API_SETUP + textwrap.dedent(
         "nan_logit": ((9,), "float64", "float64", 2.0, None, "C"),
         "infinite_logits": ((4,), "float32", "float32", 2.0, 0.5, "C"),
         "infinite_loss": ((3,), "float64", "float64", 2.0, None, "C"),
+        # weight * loss as NumPy forms it: 0 * inf is NaN.
+        "zero_weight_on_infinite_loss": ((3,), "float64", "float64", 2.0, 0.0,
+                                         "C"),
     }
     SPECIAL = {
         # Coefficients of zero switch infinite terms off: a finite loss.
         "infinite_logits": ([1, 0, 1, 0], [np.inf, -np.inf, 3, -3]),
         "infinite_loss": ([1, 0, 1], [-np.inf, 2, 0]),
+        "zero_weight_on_infinite_loss": ([1, 0, 1], [-np.inf, 2, 0]),
         "nan_logit": ([0, 1, 0.5, 0, 1, 0.5, 0, 1, 0.5],
                       [1, 2, np.nan, -1, -2, 0, 5, 6, 7]),
     }
@@ -1601,6 +1605,7 @@ FUSED_CASES = [
     "nan_logit",
     "infinite_logits",
     "infinite_loss",
+    "zero_weight_on_infinite_loss",
 ]
 REDUCTIONS = ["none", "sum", "mean"]
 
@@ -1933,3 +1938,12 @@ def test_a_bad_weight_message_reads_as_pos_weights(fused):
         "weight must be a scalar or broadcast to the logits' shape (2, 3), got "
         "weight shape (2,)",
     ]
+
+
+def test_fused_zero_weight_on_an_infinite_loss_is_nan(fused):
+    results, _ = fused
+    values = results["zero_weight_on_infinite_loss-none"]["value"]["values"]
+
+    assert np.isnan(values[0]) and values[1:] == [0.0, 0.0]
+    assert np.isnan(results["zero_weight_on_infinite_loss-sum"]["value"]["values"])
+    assert results["infinite_loss-sum"]["value"]["values"] == [np.inf]
