@@ -892,10 +892,11 @@ def test_fused_converts_other_dtypes_in_the_kernel(gpu, transfers):
     transfers.clear()
 
     value, grad = run_fused(labels, logits, 2.0, weight, "sum", True, True, None)
+    moved = list(transfers)
     value, grad = value.copy_to_host(), grad.copy_to_host()
 
     assert value.dtype == grad.dtype == np.float16 and value.shape == ()
-    assert transfers == [("H2D", 4)]  # the host pos_weight, as float32
+    assert moved == [("H2D", 4)]  # the host pos_weight, as float32
     w32 = w.astype(np.float32)
     weighted_grad = (CPU["grad"](z, x.astype(np.float32), 2.0) * w32).astype(np.float16)
     assert ulp_distance(grad, weighted_grad).max() <= GPU_VS_CPU_ULP[np.float16]
