@@ -21,6 +21,12 @@ H200)::
    with ``synchronize`` around each loop.
 3. Python call overhead at N = 1e3: median microseconds per call, ours and
    PyTorch's, without synchronising between calls.
+4. The fused path (``_device.run_fused``) at N = 1e6 .. 1e8 float32:
+   milliseconds per call of the mean computed in one pass against the loss
+   written out and then summed (numba-cuda's ``cuda.reduce``, into a device
+   scalar), and of value and gradient from one call against two calls (the
+   value alone, the gradient alone); with the fused float32 mean's relative
+   error against the float64 mean of the same inputs.
 
 It prints a table headed by the GPU's name, the driver and the library
 versions, and writes the same as JSON. Needs the ``cuda`` extra and a GPU.
@@ -41,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 SIZES = [10**6, 10**7, 10**8, 10**9]
+FUSED_SIZES = [10**6, 10**7, 10**8]
 DTYPES = ["float32", "float64"]
 POS_WEIGHT = 3.0
 OVERHEAD_N = 1000
@@ -236,6 +243,57 @@ def overhead(cuda, loss, torch) -> dict:
     return result
 
 
+def fused(cuda, loss, n: int) -> dict | None:
+    """Milliseconds per call, fused and not, at ``n`` float32; None if too big."""
+    from wce_numba import _cuda
+    from wce_numba._device import run_fused
+
+    free, _ = cuda.current_context().get_memory_info()
+    # labels, logits, the loss written out, the gradient; float64 copies of
+    # labels and logits for the reference mean.
+    if 4 * n * 4 + 2 * n * 8 > MEMORY_MARGIN * free:
+        return None
+
+    labels = cuda.device_array(n, np.float32)
+    logits = cuda.device_array(n, np.float32)
+    fill_kernel(cuda)[1024, 256](labels, logits)
+    out = cuda.device_array(n, np.float32)
+    total = cuda.device_array(1, np.float32)
+    add = cuda.reduce(lambda a, b: a + b)
+
+    def fused_mean():
+        return run_fused(labels, logits, POS_WEIGHT, None, "mean", True, False, None)
+
+    def loss_then_sum():
+        loss(labels, logits, POS_WEIGHT, out=out)
+        add(out, res=total)
+
+    def value_and_grad():
+        return run_fused(labels, logits, POS_WEIGHT, None, "mean", True, True, None)
+
+    def two_calls():
+        fused_mean()
+        run_fused(labels, logits, POS_WEIGHT, None, "mean", False, True, None)
+
+    row = {"n": n, "dtype": "float32"}
+    for key, function in [
+        ("fused_mean_ms", fused_mean),
+        ("loss_then_sum_ms", loss_then_sum),
+        ("value_and_grad_ms", value_and_grad),
+        ("two_calls_ms", two_calls),
+    ]:
+        row[key] = timed(function, cuda.synchronize) * 1e3
+
+    mean32 = float(fused_mean()[0].copy_to_host())
+    wide = [_cuda.as_dtype(array, np.dtype(np.float64)) for array in (labels, logits)]
+    mean64 = float(
+        run_fused(*wide, POS_WEIGHT, None, "mean", True, False, None)[0].copy_to_host()
+    )
+    row["fused_mean_relative_error"] = abs(mean32 - mean64) / abs(mean64)
+    cuda.current_context().deallocations.clear()
+    return row
+
+
 def environment(cuda, torch, cupy) -> dict:
     import numba
 
@@ -321,7 +379,23 @@ def table(report: dict) -> str:
     lines += [
         f"  {key[:-3]:<18} {value:8.1f}" for key, value in over.items() if key != "n"
     ]
+    lines += ["", "fused path, float32 (ms per call; error of the fused mean)"]
+    titles = [title for _, title in FUSED_COLUMNS]
+    lines.append(f"{'N':>8} " + " ".join(f"{title:>14}" for title in titles))
+    for row in report["fused"]:
+        cells = " ".join(f"{row[key]:14.3f}" for key, _ in FUSED_COLUMNS[:-1])
+        error = row["fused_mean_relative_error"]
+        lines.append(f"{row['n']:8.0e} {cells} {error:14.1e}")
     return "\n".join(lines)
+
+
+FUSED_COLUMNS = [
+    ("fused_mean_ms", "fused mean"),
+    ("loss_then_sum_ms", "loss, then sum"),
+    ("value_and_grad_ms", "value and grad"),
+    ("two_calls_ms", "two calls"),
+    ("fused_mean_relative_error", "mean rel. err"),
+]
 
 
 def main(argv=None) -> int:
@@ -351,6 +425,7 @@ def main(argv=None) -> int:
         "environment": environment(cuda, torch, cupy),
         "throughput": [],
         "skipped": [],
+        "fused": [],
     }
     report["environment"]["cuda_tests_exit_status"] = None if args.skip_tests else tests
     for dtype in DTYPES:
@@ -364,6 +439,15 @@ def main(argv=None) -> int:
                 report["throughput"].append(row)
                 print(f"  measured N = {n:.0e} {dtype}", flush=True)
     report["overhead"] = overhead(cuda, loss, torch)
+    for n in FUSED_SIZES:
+        row = fused(cuda, loss, n)
+        if row is None:
+            report["skipped"].append(
+                {"n": n, "dtype": "float32 fused", "why": "does not fit in memory"}
+            )
+        else:
+            report["fused"].append(row)
+            print(f"  measured fused N = {n:.0e}", flush=True)
 
     print(table(report))
     Path(args.json).write_text(json.dumps(report, indent=2))

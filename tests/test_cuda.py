@@ -750,3 +750,210 @@ def test_api_on_gpu_with_cupy_and_torch_streams(gpu):
         tried.append("torch")
     if not tried:
         pytest.skip("neither CuPy nor PyTorch is installed")
+
+
+# The fused path: the weighted loss, summed or averaged without being stored,
+# and its gradient, from one pass (``_device.run_fused``).
+
+
+def to_library(cuda, array, library):
+    """``array`` on the device, as a Numba, CuPy or PyTorch array."""
+    if library == "cupy":
+        return pytest.importorskip("cupy").asarray(array)
+    if library == "torch":
+        return pytest.importorskip("torch").as_tensor(array).cuda()
+    return cuda.to_device(array)
+
+
+def from_device(result):
+    """A device result of any of the three kinds, on the host."""
+    package = type(result).__module__.split(".")[0]
+    if package == "cupy":
+        return result.get()
+    if package == "torch":
+        return result.cpu().numpy()
+    return result.copy_to_host()
+
+
+@pytest.mark.cuda
+def test_fused_float32_mean_of_1e7_is_within_1e_6_of_the_float64_mean(gpu):
+    # The GPU adds each float32 term in float64 (each within 3 ULP, 3.6e-7,
+    # of its exact value) and rounds once: well inside 1e-6 of the mean of
+    # the float64 losses, which float32 accumulation would not be.
+    import math
+
+    from wce_numba._device import run_fused
+
+    cuda, _ = gpu
+    rng = np.random.default_rng(31)
+    n = 10**7
+    z = rng.uniform(0, 1, n).astype(np.float32)
+    x = rng.normal(0, 4, n).astype(np.float32)
+
+    value, grad = run_fused(
+        cuda.to_device(z), cuda.to_device(x), 3.0, None, "mean", True, False, None
+    )
+    computed = value.copy_to_host()
+    expected = math.fsum(CPU["loss"](z.astype(np.float64), x.astype(np.float64), 3.0))
+    expected /= n
+
+    assert grad is None and computed.shape == () and computed.dtype == np.float32
+    assert abs(float(computed) - expected) <= 1e-6 * expected
+    # And it is the float32 rounding of the exact mean of its own terms (the
+    # elementwise float32 losses), give or take the one ULP that a term
+    # compiled differently in the elementwise kernel could shift it by.
+    terms = CPU["loss"](cuda.to_device(z), cuda.to_device(x), 3.0).copy_to_host()
+    own = np.float32(math.fsum(terms.astype(np.float64)) / n)
+    assert ulp_distance(computed.reshape(1), own.reshape(1)).max() <= 1
+
+
+def fused_case(rng, dtype, hard_labels):
+    """Labels, logits, a per-class pos_weight and a per-row weight, host."""
+    z = rng.uniform(0, 1, (64, 8))
+    if hard_labels:
+        z = np.round(z)
+    x = rng.normal(0, 8, (64, 8))
+    q = rng.choice([0.5, 1.0, 3.0], 8)
+    w = rng.choice([0.0, 0.25, 1.0, 2.0], (64, 1))
+    return [a.astype(dtype) for a in (z, x, q, w)]
+
+
+@pytest.mark.cuda
+@low_occupancy
+@pytest.mark.parametrize("library", ["numba", "cupy", "torch"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_fused_value_and_grad_are_the_separate_calls_and_the_cpus(
+    gpu, transfers, library, reduction
+):
+    # Hard labels, so the gradient has no cancelling terms and ULP bounds
+    # apply: the GPU's loss and gradient are within GPU_VS_CPU_ULP of the
+    # CPU's, and the weight (and 1/N) round once (twice) more.
+    from wce_numba._device import run_fused
+
+    cuda, _ = gpu
+    z, x, q, w = fused_case(np.random.default_rng(37), np.float32, True)
+    labels, logits = to_library(cuda, z, library), to_library(cuda, x, library)
+    pos_weight = cuda.to_device(q)
+    cuda.synchronize()
+    transfers.clear()
+
+    both = run_fused(labels, logits, pos_weight, w, reduction, True, True, None)
+    value_only, _ = run_fused(
+        labels, logits, pos_weight, w, reduction, True, False, None
+    )
+    _, grad_only = run_fused(
+        labels, logits, pos_weight, w, reduction, False, True, None
+    )
+    moved = list(transfers)
+    value, grad = (from_device(result) for result in both)
+
+    # One pass gives the same numbers as two: the same scalar kernels, and
+    # the same summation order, fixed by the grid.
+    assert same_bits(value, from_device(value_only))
+    assert same_bits(grad, from_device(grad_only))
+    assert all(type(r).__module__.split(".")[0] == library for r in both)
+    # Only the host weight crossed (64 float32), once per call.
+    assert moved == [("H2D", w.nbytes)] * 3
+
+    divisor = x.size if reduction == "mean" else 1
+    weighted_loss = CPU["loss"](z, x, q) * w
+    weighted_grad = CPU["grad"](z, x, q) * w / np.float32(divisor)
+    assert grad.shape == x.shape and grad.dtype == np.float32
+    assert ulp_distance(grad, weighted_grad).max() <= GPU_VS_CPU_ULP[np.float32] + 2
+    if reduction == "none":
+        assert value.shape == x.shape
+        assert ulp_distance(value, weighted_loss).max() <= (
+            GPU_VS_CPU_ULP[np.float32] + 1
+        )
+    else:
+        # Each term within (ULP_BOUND + 1) eps of exact, the sum rounded once.
+        terms = weighted_loss.astype(np.float64)
+        expected = terms.sum() / divisor
+        eps = float(np.finfo(np.float32).eps)
+        tolerance = (ULP_BOUND[np.float32] + 1) * eps * np.abs(terms).sum() / divisor
+        assert value.shape == () and value.dtype == np.float32
+        assert abs(float(value) - expected) <= tolerance + eps * abs(expected)
+
+
+@pytest.mark.cuda
+@low_occupancy
+def test_fused_converts_other_dtypes_in_the_kernel(gpu, transfers):
+    # int8 labels, float16 logits (computed in float32, returned as float16),
+    # an int64 per-class weight on the device.
+    from wce_numba._device import run_fused
+
+    cuda, _ = gpu
+    rng = np.random.default_rng(41)
+    z = rng.integers(0, 2, (128, 4)).astype(np.int8)
+    x = rng.normal(0, 6, (128, 4)).astype(np.float16)
+    w = np.array([0, 1, 2, 5], np.int64)
+    labels, logits, weight = (cuda.to_device(a) for a in (z, x, w))
+    cuda.synchronize()
+    transfers.clear()
+
+    value, grad = run_fused(labels, logits, 2.0, weight, "sum", True, True, None)
+    moved = list(transfers)
+    value, grad = value.copy_to_host(), grad.copy_to_host()
+
+    assert value.dtype == grad.dtype == np.float16 and value.shape == ()
+    assert moved == [("H2D", 4)]  # the host pos_weight, as float32
+    w32 = w.astype(np.float32)
+    weighted_grad = (CPU["grad"](z, x.astype(np.float32), 2.0) * w32).astype(np.float16)
+    assert ulp_distance(grad, weighted_grad).max() <= GPU_VS_CPU_ULP[np.float16]
+    terms = CPU["loss"](z, x.astype(np.float32), 2.0).astype(np.float64) * w
+    np.testing.assert_allclose(float(value), terms.sum(), rtol=2**-10)
+
+
+@pytest.mark.cuda
+@low_occupancy
+def test_fused_empty_scalar_and_special_values_on_the_gpu(gpu):
+    from wce_numba._device import run_fused
+
+    cuda, _ = gpu
+    empty = cuda.to_device(np.zeros((0, 3)))
+    one = (cuda.to_device(np.array(1.0)), cuda.to_device(np.array(-2.0)))
+    with_nan = cuda.to_device(np.array([0.0, np.nan, 1.0]))
+    with_inf = cuda.to_device(np.array([np.inf, -np.inf, 3.0]))
+    hard = cuda.to_device(np.array([1.0, 0.0, 1.0]))
+
+    empty_sum, _ = run_fused(empty, empty, 2.0, None, "sum", True, False, None)
+    empty_mean, empty_grad = run_fused(
+        empty, empty, 2.0, None, "mean", True, True, None
+    )
+    scalar_mean, _ = run_fused(*one, 4.0, 0.5, "mean", True, False, None)
+    nan_sum, _ = run_fused(hard, with_nan, 2.0, None, "sum", True, False, None)
+    inf_sum, inf_grad = run_fused(hard, with_inf, 2.0, None, "sum", True, True, None)
+
+    assert empty_sum.copy_to_host() == 0.0
+    assert np.isnan(empty_mean.copy_to_host()) and empty_grad.shape == (0, 3)
+    assert_close_to_cpu(
+        scalar_mean.copy_to_host(), 0.5 * CPU["loss"](1.0, -2.0, 4.0), np.float64
+    )
+    assert np.isnan(nan_sum.copy_to_host())
+    # Labels 1 at +inf and 0 at -inf: finite losses, the kernels' limits.
+    z, x = [1.0, 0.0, 1.0], [np.inf, -np.inf, 3.0]
+    assert_close_to_cpu(
+        inf_sum.copy_to_host(), CPU["loss"](z, x, 2.0).sum(), np.float64
+    )
+    assert_close_to_cpu(inf_grad.copy_to_host(), CPU["grad"](z, x, 2.0), np.float64)
+
+
+@pytest.mark.cuda
+@low_occupancy
+def test_fused_runs_on_the_given_stream(gpu):
+    from wce_numba._device import run_fused
+
+    cuda, _ = gpu
+    stream = cuda.stream()
+    # Hard labels: gradients without cancelling terms, comparable in ULP.
+    z, x = np.round(np.linspace(0, 1, 5000)), np.linspace(-5, 5, 5000)
+    labels, logits = cuda.to_device(z, stream=stream), cuda.to_device(x, stream=stream)
+
+    value, grad = run_fused(labels, logits, 2.0, None, "mean", True, True, stream)
+    stream.synchronize()
+
+    # 5000 terms, each within GPU_VS_CPU_ULP (4 ULP, 9e-16) of the CPU's.
+    np.testing.assert_allclose(
+        value.copy_to_host(), CPU["loss"](z, x, 2.0).mean(), rtol=1e-14
+    )
+    assert_close_to_cpu(grad.copy_to_host(), CPU["grad"](z, x, 2.0) / 5000, np.float64)

@@ -21,15 +21,18 @@ between host and device, counted by spying on numba-cuda's transfer functions.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
-from test_numerics import ULP_BOUND
+from test_numerics import CANCELLATION_EPS, ULP_BOUND, grad_term_sizes
 
+import wce_numba
 from wce_numba import (
     weighted_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits_grad,
@@ -385,6 +388,17 @@ STRIDED_CASES = [
 ]
 
 
+def importing_this_package() -> dict:
+    """Environment in which a child Python imports the wce_numba under test.
+
+    A script run from a temporary folder would otherwise import whichever
+    copy is installed, perhaps another checkout's.
+    """
+    root = str(Path(wce_numba.__file__).resolve().parent.parent)
+    paths = [root, os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
 def run_in_simulator(tmp_path_factory, name: str, source: str):
     """Run ``source`` in a simulator process; its JSON results and their path.
 
@@ -396,7 +410,7 @@ def run_in_simulator(tmp_path_factory, name: str, source: str):
     script.write_text(source)
     process = subprocess.run(
         [sys.executable, str(script), str(path)],
-        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1"},
+        env={**importing_this_package(), "NUMBA_ENABLE_CUDASIM": "1"},
         capture_output=True,
         text=True,
     )
@@ -724,7 +738,7 @@ def test_errors_name_the_argument_and_come_before_any_launch(simulated, name):
 # ``torch`` modules record how the result is wrapped. Numba's transfer
 # functions (``to_device``, ``copy_to_host``, ``copy_to_device``) are spied
 # on, counting the bytes each call moves between host and device.
-API_SCRIPT = textwrap.dedent(
+API_SETUP = textwrap.dedent(
     """
     import json, pathlib, sys, types, warnings
 
@@ -892,28 +906,52 @@ API_SCRIPT = textwrap.dedent(
         return array._ary.copy() if hasattr(array, "_ary") else np.asarray(array)
 
 
-    def call(quantity, *args, **kwargs):
-        del calls[:], transfers[:], wrapped[:], imported[:]
-        try:
-            result = FUNCTIONS[quantity](*args, **kwargs)
-        except Exception as error:
-            return {"error": [type(error).__name__, str(error)],
-                    "calls": list(calls), "transfers": list(transfers)}
+    def describe(result):
+        # A result of the public functions: its kind, place, shape and values.
+        if result is None:
+            return None
+        array = getattr(result, "array", result)
         return {
             "kind": type(result).__name__,
             "on_device": bool(getattr(result, "__cuda_ndarray__", False)),
-            "shape": list(result.array.shape if hasattr(result, "array")
-                          else result.shape),
-            "dtype": str(getattr(result, "array", result).dtype),
+            "shape": list(array.shape),
+            "dtype": str(array.dtype),
+            "values": host(result).ravel().tolist(),
+        }
+
+
+    def record(function, *args, **kwargs):
+        # What ``function`` did: its result (or error), the kernels it
+        # launched, the bytes it moved, how its arguments and results were
+        # wrapped. A (value, grad) pair is described part by part.
+        del calls[:], transfers[:], wrapped[:], imported[:]
+        try:
+            result = function(*args, **kwargs)
+        except Exception as error:
+            return {"error": [type(error).__name__, str(error)],
+                    "calls": list(calls), "transfers": list(transfers)}
+        done = {
             "calls": list(calls),
             "transfers": list(transfers),
             "wrapped": list(wrapped),
             "imported": list(imported),
-            "values": host(result).ravel().tolist(),
+        }
+        if isinstance(result, tuple):
+            return done | {"value": describe(result[0]), "grad": describe(result[1])}
+        return done | describe(result) | {
             "same_out": kwargs.get("out") is not None and result is kwargs["out"],
         }
 
 
+    def call(quantity, *args, **kwargs):
+        return record(FUNCTIONS[quantity], *args, **kwargs)
+
+
+    """
+)
+
+API_SCRIPT = API_SETUP + textwrap.dedent(
+    """
     d = cuda.to_device
     results = {}
 
@@ -1313,3 +1351,599 @@ def test_out_shape_error_as_on_the_cpu(api):
         "ValueError",
         "out must have the logits' shape (3,), got out shape (4,)",
     ]
+
+
+# The fused path (``_device.run_fused``): weighted loss, reduced, and its
+# gradient from one kernel pass, with the public functions' fakes above. The
+# reduction kernels run for real, with 8 threads a block and at most 3 blocks
+# so that a few dozen elements already span several blocks and loop over the
+# grid. Launches (with their grid and stream) and device allocations are
+# recorded besides the transfers.
+FUSED_SCRIPT = API_SETUP + textwrap.dedent(
+    """
+    from wce_numba import _device
+
+    _cuda.REDUCTION_THREADS = 8
+    _cuda.REDUCTION_BLOCKS = 3
+
+
+    def recorded_launches(name, factory):
+        def build(*args):
+            kernel = factory(*args)
+
+            class Recorded:
+                def __getitem__(self, configuration):
+                    blocks, threads, stream = configuration
+                    calls.append((name, [blocks, threads], repr(stream)))
+                    return kernel[configuration]
+
+            return Recorded()
+
+        return build
+
+
+    _cuda.fused_kernel = recorded_launches("fused", _cuda.fused_kernel)
+    _cuda.finish_kernel = recorded_launches("finish", _cuda.finish_kernel)
+
+    allocations = []
+    real_device_array = cuda.device_array
+
+
+    def device_array(shape, dtype=np.float64, *args, **kwargs):
+        shape = list(np.empty(shape, dtype=[]).shape)
+        allocations.append([shape, str(np.dtype(dtype))])
+        return real_device_array(shape, dtype, *args, **kwargs)
+
+
+    cuda.device_array = device_array
+
+
+    def fused(*args, stream=None, **kwargs):
+        del allocations[:]
+        result = record(_device.run_fused, *args, stream, **kwargs)
+        result["allocations"] = list(allocations)
+        return result
+
+
+    d = cuda.to_device
+    rng = np.random.default_rng(29)
+    results, arrays = {}, {}
+
+
+    def sample(dtype, kind, shape):
+        dtype = np.dtype(dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, shape).astype(bool)
+        if kind == "labels":
+            pool = [0.0, 1.0, 0.5, 0.1, 0.9] if dtype.kind == "f" else [0, 1]
+            return rng.choice(pool, shape).astype(dtype)
+        if kind == "logits":
+            return np.round(rng.normal(0, 6, shape), 2).astype(dtype)
+        return rng.choice([0.0, 0.25, 1.0, 3.0], shape).astype(dtype)
+
+
+    def placed(array, layout):
+        # A device array holding ``array`` in ``layout``, made on the device
+        # side: every other column of a wider array for strided.
+        if layout == "F":
+            return d(np.asfortranarray(array))
+        if layout == "strided":
+            return d(np.repeat(array, 2, axis=-1))[..., ::2]
+        return d(array)
+
+
+    # name: (shape, labels dtype, logits dtype, pos_weight, weight, layout);
+    # a weight is a Python float (host scalar), None, or (where, shape, dtype).
+    CASES = {
+        "flat_float32": ((29,), "float32", "float32", 2.0, None, "C"),
+        "per_class_float64": ((10, 3), "float64", "float64",
+                              ("device", (3,), "float64"),
+                              ("device", (10, 1), "float64"), "C"),
+        "host_weights_float32": ((10, 3), "float32", "float32",
+                                 ("host", (3,), "float32"),
+                                 ("host", (3,), "float64"), "C"),
+        "same_shape_weight": ((4, 7), "float32", "float32", 0.5,
+                              ("device", (4, 7), "float32"), "C"),
+        "float16_logits": ((7, 5), "float16", "float16", 2.0, 0.5, "C"),
+        "int_logits_bool_labels": ((6, 5), "bool", "int32", 3.0,
+                                   ("device", (5,), "int64"), "C"),
+        "strided": ((6, 4), "float32", "float32", ("device", (4,), "float32"),
+                    ("device", (6, 4), "float32"), "strided"),
+        "fortran_float16_weight": ((5, 4), "float64", "float64", 2.0,
+                                   ("device", (1, 4), "float16"), "F"),
+        "zero_d": ((), "float64", "float64", 2.0, 3.0, "C"),
+        "empty": ((0, 3), "float32", "float32", 2.0,
+                  ("device", (3,), "float32"), "C"),
+        "nan_logit": ((9,), "float64", "float64", 2.0, None, "C"),
+        "infinite_logits": ((4,), "float32", "float32", 2.0, 0.5, "C"),
+        "infinite_loss": ((3,), "float64", "float64", 2.0, None, "C"),
+        # weight * loss as NumPy forms it: 0 * inf is NaN.
+        "zero_weight_on_infinite_loss": ((3,), "float64", "float64", 2.0, 0.0,
+                                         "C"),
+    }
+    SPECIAL = {
+        # Coefficients of zero switch infinite terms off: a finite loss.
+        "infinite_logits": ([1, 0, 1, 0], [np.inf, -np.inf, 3, -3]),
+        "infinite_loss": ([1, 0, 1], [-np.inf, 2, 0]),
+        "zero_weight_on_infinite_loss": ([1, 0, 1], [-np.inf, 2, 0]),
+        "nan_logit": ([0, 1, 0.5, 0, 1, 0.5, 0, 1, 0.5],
+                      [1, 2, np.nan, -1, -2, 0, 5, 6, 7]),
+    }
+    given_arguments = {}
+    for name, (shape, z_type, x_type, pos_weight, weight, layout) in CASES.items():
+        labels = sample(z_type, "labels", shape)
+        logits = sample(x_type, "logits", shape)
+        if name in SPECIAL:
+            labels = np.array(SPECIAL[name][0], z_type)
+            logits = np.array(SPECIAL[name][1], x_type)
+        arguments = {"labels": placed(labels, layout), "logits": placed(logits, layout)}
+        for argument, spec in (("pos_weight", pos_weight), ("weight", weight)):
+            if isinstance(spec, tuple):
+                where, weight_shape, weight_type = spec
+                host_value = sample(weight_type, "weight", weight_shape)
+                on_device = where == "device"
+                given = placed(host_value, layout) if on_device else host_value
+            else:
+                host_value = given = spec
+            arrays[f"{name}-{argument}"] = np.asarray(
+                1.0 if host_value is None else host_value
+            )
+            arguments[argument] = given
+        arrays[f"{name}-labels"], arrays[f"{name}-logits"] = labels, logits
+        given_arguments[name] = list(arguments.values())
+
+        for reduction in ("none", "sum", "mean"):
+            results[f"{name}-{reduction}"] = fused(
+                *arguments.values(), reduction, True, True
+            )
+
+    # The value alone and the gradient alone, against both from one call.
+    for name in ("flat_float32", "per_class_float64"):
+        for reduction in ("none", "sum", "mean"):
+            for wanted, flags in (("value", (True, False)), ("grad", (False, True))):
+                results[f"{name}-{reduction}-{wanted}_only"] = fused(
+                    *given_arguments[name], reduction, *flags
+                )
+
+    # Where float32 accumulation would drop the small terms: one value of
+    # 2^30 log 2 among 199 of log 2 (logits 0, labels 0).
+    weights = np.ones(200, np.float32)
+    weights[0] = 2.0**30
+    arrays["large_and_small-weight"] = weights
+    results["large_and_small"] = fused(
+        d(np.zeros(200, np.float32)), d(np.zeros(200, np.float32)), 1.0,
+        d(weights), "sum", True, False,
+    )
+
+    # The caller's kind, residency and stream.
+    z = np.array([1, 0, 0.5, 1], np.float32)
+    x = np.array([-2, 2, 0, 3], np.float32)
+    results["kind_numba"] = fused(d(z), d(x), 4.0, None, "mean", True, True)
+    results["kind_cupy"] = fused(
+        CupyArray(d(z)), CupyArray(d(x)), 4.0, CupyArray(d(z)), "sum", True, True
+    )
+    results["kind_torch"] = fused(
+        TorchTensor(d(z), 1), TorchTensor(d(x), 1), 4.0, None, "none", True, True
+    )
+    results["stream_given"] = fused(
+        d(z), d(x), 4.0, None, "mean", True, True, stream=0x1234
+    )
+    results["stream_exported"] = fused(
+        CupyArray(d(z), stream=0x99), CupyArray(d(x), stream=0x4567), 4.0, 2.0,
+        "sum", True, False,
+    )
+    results["nothing_wanted"] = fused(d(z), d(x), 4.0, 2.0, "mean", False, False)
+
+    # Bytes moved and memory allocated, for a small and a larger N, with
+    # inputs the elementwise path would first cast into new arrays.
+    for n in (4, 300):
+        z, x = sample("int8", "labels", n), sample("float16", "logits", n)
+        results[f"transfers-value-{n}"] = fused(
+            d(z), d(x), 2.0, 0.5, "mean", True, False
+        )
+        results[f"transfers-both-{n}"] = fused(
+            d(z), d(x), 2.0, d(np.full(n, 3, np.int64)), "sum", True, True
+        )
+
+    # Placement and argument errors, before any launch or transfer.
+    f32, f64 = np.ones((2, 3), np.float32), np.ones((2, 3))
+    ERRORS = {
+        "unknown_reduction": (d(f64), d(f64), 2.0, None, "max"),
+        "host_labels": (f64, f64, 2.0, d(f64), "sum"),
+        "weight_on_another_device": (
+            CupyArray(d(f64), 0), CupyArray(d(f64), 0), 2.0,
+            TorchTensor(d(f64), 1), "sum",
+        ),
+        "large_host_weight": (
+            d(np.ones((2, 5000))), d(np.ones((2, 5000))), 2.0, np.ones(5000),
+            "mean",
+        ),
+    }
+    # Bad weights, each also given as the elementwise call's pos_weight, for
+    # its message there.
+    BAD_WEIGHTS = {
+        "shape": np.ones(2),
+        "device_shape": d(np.ones(2)),
+        "complex": d(np.ones(3, complex)),
+        "string": np.array(["a"]),
+        "overflow": 1e40,
+        "ragged": [[1.0], [1.0, 2.0]],
+    }
+    for name, (*args, reduction) in ERRORS.items():
+        results[f"error-{name}"] = fused(*args, reduction, True, True)
+    for name, bad in BAD_WEIGHTS.items():
+        results[f"bad_weight-{name}"] = fused(
+            d(f32), d(f32), 2.0, bad, "mean", True, True
+        )
+        results[f"bad_pos_weight-{name}"] = call("loss", d(f32), d(f32), bad)
+
+    np.savez(path + ".npz", **arrays)
+    pathlib.Path(path).write_text(json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    """(results by case, input arrays) of the fused path in the simulator."""
+    results, path = run_in_simulator(tmp_path_factory, "cudasim_fused", FUSED_SCRIPT)
+    with np.load(f"{path}.npz") as arrays:
+        return results, dict(arrays)
+
+
+FUSED_CASES = [
+    "flat_float32",
+    "per_class_float64",
+    "host_weights_float32",
+    "same_shape_weight",
+    "float16_logits",
+    "int_logits_bool_labels",
+    "strided",
+    "fortran_float16_weight",
+    "zero_d",
+    "empty",
+    "nan_logit",
+    "infinite_logits",
+    "infinite_loss",
+    "zero_weight_on_infinite_loss",
+]
+REDUCTIONS = ["none", "sum", "mean"]
+
+
+def fused_inputs(arrays, case):
+    """The case's labels, logits, pos_weight and weight (1 where none), on the host."""
+    return [arrays[f"{case}-{name}"] for name in ("labels", "logits", "pos_weight")], (
+        arrays[f"{case}-weight"]
+    )
+
+
+def cpu_weighted(quantity, arrays, case):
+    """``weight * quantity`` on the CPU, in the compute dtype; and the result dtype."""
+    (labels, logits, pos_weight), weight = fused_inputs(arrays, case)
+    elementwise = np.asarray(CPU[quantity](labels, logits, pos_weight))
+    result_dtype = elementwise.dtype
+    compute_dtype = np.float32 if result_dtype == np.float16 else result_dtype
+    with np.errstate(invalid="ignore"):
+        weighted = elementwise.astype(compute_dtype) * weight.astype(compute_dtype)
+    return weighted, result_dtype
+
+
+def exact_weighted_sum(arrays, case):
+    """(sum of weight * loss, sum of their magnitudes), exactly, with mpmath.
+
+    The inputs are those the GPU computes with: converted to the compute
+    dtype first (exactly, for these values).
+    """
+    import mpmath
+    from reference import PRECISION_BITS, exact_loss
+
+    (labels, logits, pos_weight), weight = fused_inputs(arrays, case)
+    arrays = np.broadcast_arrays(labels, logits, pos_weight, weight)
+    total = magnitude = mpmath.mpf(0)
+    with mpmath.workprec(PRECISION_BITS):
+        for z, x, q, w in zip(*(a.ravel() for a in arrays), strict=True):
+            term = mpmath.mpf(float(w)) * exact_loss(z, x, q)
+            total += term
+            magnitude += abs(term)
+    return total, magnitude
+
+
+def check_fused_numbers(computed, expected, dtype, extra_ulp, cancelling=None):
+    """``computed`` (a list) within SIM_ULP + ``extra_ulp`` of ``expected``.
+
+    ``cancelling``, where given, is the size of the terms that cancel in each
+    element: an element within 2 CANCELLATION_EPS eps of that (the bound of
+    each of the two results against the exact value) passes as well.
+    """
+    computed = np.array(computed, dtype).reshape(expected.shape)
+    expected = expected.astype(dtype)
+    distance = ulp_distance(computed, expected)
+    close = distance <= SIM_ULP[dtype.name] + extra_ulp
+    if cancelling is not None:
+        compute_eps = np.finfo(np.float32 if dtype == np.float16 else dtype).eps
+        with np.errstate(invalid="ignore"):
+            difference = np.abs(computed.astype(float) - expected.astype(float))
+            close |= difference <= 2 * CANCELLATION_EPS * compute_eps * cancelling
+
+    assert (distance >= 0).all(), "NaN where the CPU has none, or the reverse"
+    assert close.all(), f"{distance[~close]} ULP from the CPU result"
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
+def test_fused_elementwise_value_is_weight_times_loss(fused, case):
+    # Against the CPU's loss times the weight: the simulator's loss is within
+    # SIM_ULP of the CPU's, and multiplying by the weight rounds once more
+    # (one ULP more apart at most). A float16 result rounds once more
+    # still, after the float32 product: SIM_ULP for float16 is that ULP.
+    results, arrays = fused
+    value = results[f"{case}-none"]["value"]
+    expected, dtype = cpu_weighted("loss", arrays, case)
+
+    assert value["shape"] == list(expected.shape)
+    assert value["dtype"] == dtype.name
+    check_fused_numbers(value["values"], expected, dtype, dtype != np.float16)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", FUSED_CASES)
+def test_fused_grad_is_weight_times_grad_over_n_for_mean(fused, case, reduction):
+    # As above, and a mean divides by N once more: one more rounding.
+    # Soft labels may make the gradient's two terms cancel, which no ULP
+    # bound covers: there the bound is relative to the terms' size.
+    results, arrays = fused
+    grad = results[f"{case}-{reduction}"]["grad"]
+    expected, dtype = cpu_weighted("grad", arrays, case)
+    (labels, logits, pos_weight), weight = fused_inputs(arrays, case)
+    divisor = expected.size if reduction == "mean" else 1
+    expected = expected / expected.dtype.type(divisor)
+    extra_ulp = 0 if dtype == np.float16 else 1 + (reduction == "mean")
+    with np.errstate(invalid="ignore", over="ignore"):
+        sizes = grad_term_sizes(labels, logits, pos_weight) * np.abs(weight)
+
+    assert grad["shape"] == list(expected.shape)
+    assert grad["dtype"] == dtype.name
+    check_fused_numbers(grad["values"], expected, dtype, extra_ulp, sizes / divisor)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("case", FUSED_CASES)
+def test_fused_reduction_is_within_bound_of_the_exact_sum(fused, case, reduction):
+    # Each term weight * loss is within (ULP_BOUND + 1) eps of its exact value
+    # (the loss's bound, and the product's rounding, eps the compute dtype's
+    # machine epsilon); the float64 sum adds under 1e-14 relative for these
+    # few terms; the result rounds once (eps_result / 2). So the sum is within
+    # (ULP_BOUND + 1) eps sum|w l| + eps_result |S| of the exact S, and the
+    # mean within that over N.
+    import mpmath
+
+    results, arrays = fused
+    value = results[f"{case}-{reduction}"]["value"]
+    _, dtype = cpu_weighted("loss", arrays, case)
+    compute = np.dtype(np.float32 if dtype == np.float16 else dtype)
+    total, magnitude = exact_weighted_sum(arrays, case)
+    size = arrays[f"{case}-logits"].size
+    divisor = size if reduction == "mean" else 1
+
+    assert value["shape"] == [] and value["dtype"] == dtype.name
+    (computed,) = value["values"]
+    if size == 0:
+        # An empty sum is 0; the mean of nothing is NaN, as in PyTorch.
+        assert computed == 0 if reduction == "sum" else np.isnan(computed)
+        return
+    if not mpmath.isfinite(total):
+        assert np.isnan(computed) if mpmath.isnan(total) else computed == total
+        return
+    exact = float(total / divisor)
+    tolerance = (ULP_BOUND[compute.type] + 1) * np.finfo(compute).eps * float(
+        magnitude / divisor
+    ) + np.finfo(dtype).eps * abs(exact)
+    assert abs(computed - exact) <= tolerance, (computed, exact, tolerance)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize(
+    "case", [case for case in FUSED_CASES if case != "float16_logits"]
+)
+def test_fused_sum_is_its_elementwise_values_summed_in_float64(fused, case, reduction):
+    # The terms the kernel adds are the elementwise values of the same inputs
+    # (bit for bit, where the result dtype is the compute dtype: not for
+    # float16, rounded after). Their float64 sum is within m 2^-53 sum|v| of
+    # the exact one, m the most additions a term passes through: N / 24 in
+    # its thread's loop (3 blocks of 8 threads), 3 in its block, 1 among the
+    # partials, 3 in the finishing block (see _cuda). float32 terms are thus
+    # summed exactly enough for the result to be their sum correctly rounded;
+    # float64 ones within that bound plus the final rounding.
+    results, _ = fused
+    elementwise = results[f"{case}-none"]["value"]
+    value = results[f"{case}-{reduction}"]["value"]
+    dtype = np.dtype(value["dtype"])
+    terms = np.array(elementwise["values"], np.float64)
+    divisor = terms.size if reduction == "mean" else 1
+    (computed,) = value["values"]
+    if terms.size == 0:
+        assert np.isnan(computed) if reduction == "mean" else computed == 0
+        return
+    if not np.isfinite(terms).all():
+        assert same_bits(np.array([computed]), np.array([terms.sum()]))
+        return
+    exact = math.fsum(terms) / divisor
+
+    if dtype == np.float32:
+        assert np.float32(computed) == np.float32(exact)
+    else:
+        additions = math.ceil(terms.size / 24) + 3 + 1 + 3
+        bound = additions * 2.0**-53 * math.fsum(np.abs(terms)) / divisor
+        assert abs(computed - exact) <= bound + np.spacing(abs(exact))
+
+
+def test_fused_sum_keeps_small_terms_beside_a_large_one(fused):
+    # 2^30 log 2 + 199 log 2: a float32 running sum would drop every log 2
+    # (below half a float32 ULP of 7e8, which is 64) and be 137 too small,
+    # about 2 ULP; the float64 one gives the correctly rounded sum.
+    import mpmath
+
+    results, _ = fused
+    (computed,) = results["large_and_small"]["value"]["values"]
+    with mpmath.workprec(256):
+        exact = (2**30 + 199) * mpmath.log(2)
+
+    assert np.float32(computed) == np.float32(float(exact))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", ["flat_float32", "per_class_float64"])
+def test_fused_value_and_grad_together_equal_each_alone(fused, case, reduction):
+    results, _ = fused
+    both = results[f"{case}-{reduction}"]
+    value_only = results[f"{case}-{reduction}-value_only"]
+    grad_only = results[f"{case}-{reduction}-grad_only"]
+
+    assert value_only["grad"] is None and grad_only["value"] is None
+    assert value_only["value"]["values"] == both["value"]["values"]
+    assert grad_only["grad"]["values"] == both["grad"]["values"]
+
+
+@pytest.mark.parametrize(
+    ("case", "blocks"),
+    # 29 elements: 4 blocks of 8 would cover them, 3 is the cap (the threads
+    # loop); 30 elements, 3; one element, one block.
+    [("flat_float32", 3), ("per_class_float64", 3), ("zero_d", 1)],
+)
+def test_fused_launches_one_pass_and_one_finishing_block(fused, case, blocks):
+    results, _ = fused
+    stream = "0"
+
+    assert results[f"{case}-none"]["calls"] == [["fused", [blocks, 8], stream]]
+    for reduction in ("sum", "mean"):
+        assert results[f"{case}-{reduction}"]["calls"] == [
+            ["fused", [blocks, 8], stream],
+            ["finish", [1, 8], stream],
+        ]
+
+
+def test_fused_empty_input_launches_only_the_finishing_block(fused):
+    results, _ = fused
+
+    assert results["empty-none"]["calls"] == []
+    assert results["empty-sum"]["calls"] == [["finish", [1, 8], "0"]]
+    assert results["empty-none"]["grad"]["shape"] == [0, 3]
+
+
+def test_fused_asking_for_nothing_launches_nothing(fused):
+    result = fused[0]["nothing_wanted"]
+
+    assert result["value"] is None and result["grad"] is None
+    assert result["calls"] == [] and result["allocations"] == []
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "wrapped"),
+    [
+        ("kind_numba", "FakeCUDAArray", []),
+        ("kind_cupy", "ndarray", ["cupy", "cupy"]),
+        ("kind_torch", "Tensor", [["torch", 1], ["torch", 1]]),
+    ],
+)
+def test_fused_results_are_the_logits_kind_on_the_device(fused, case, kind, wrapped):
+    result = fused[0][case]
+    value_shape = [4] if case == "kind_torch" else []
+
+    assert result["value"]["kind"] == result["grad"]["kind"] == kind
+    assert result["value"]["shape"] == value_shape
+    assert result["grad"]["shape"] == [4]
+    assert result["wrapped"] == wrapped
+    # Nothing read back: only the host scalar pos_weight crossed.
+    assert result["transfers"] == [["H2D", 4]]
+
+
+def test_fused_mean_of_numba_arrays_is_a_zero_d_device_array(fused):
+    value = fused[0]["kind_numba"]["value"]
+
+    assert value["on_device"] and value["shape"] == []
+    np.testing.assert_allclose(value["values"], [np.mean(README_VALUES)], rtol=1e-6)
+
+
+def test_fused_launches_run_on_the_given_or_exported_stream(fused):
+    results, _ = fused
+    given = "<External CUDA stream 4660>"
+    exported = "<External CUDA stream 17767>"
+
+    assert [call[2] for call in results["stream_given"]["calls"]] == [given] * 2
+    assert [call[2] for call in results["stream_exported"]["calls"]] == [exported] * 2
+    # The labels came on another stream: wrapping them waits for it.
+    assert results["stream_exported"]["imported"] == [True, False]
+
+
+@pytest.mark.parametrize("wanted", ["value", "both"])
+def test_fused_moves_and_allocates_nothing_that_grows_with_n(fused, wanted):
+    # int8 labels and float16 logits: the kernel converts each element as it
+    # reads it, so no cast copy of an input is made. Allocated: the results
+    # (a 0-d value, the gradient) and one float64 partial per block.
+    results, _ = fused
+    small, large = (results[f"transfers-{wanted}-{n}"] for n in (4, 300))
+    expected = {
+        "value": [[[], "float16"], [[3], "float64"]],
+        "both": [[[300], "float16"], [[], "float16"], [[3], "float64"]],
+    }[wanted]
+    # The host scalars (2.0, and 0.5 for "value"), as float32.
+    host_weights = [["H2D", 4]] * (2 if wanted == "value" else 1)
+
+    assert small["transfers"] == large["transfers"] == host_weights
+    assert large["allocations"] == expected
+    assert large["value"]["dtype"] == "float16"
+
+
+FUSED_PLACEMENT_ERRORS = {
+    "unknown_reduction": "reduction must be one of 'none', 'sum', 'mean', got 'max'",
+    "host_labels": NOT_ALL
+    + "labels is a numpy.ndarray on the host, logits is a numpy.ndarray on the "
+    f"host, pos_weight is a float on the host, weight is {SIM}",
+    "weight_on_another_device": "all CUDA arrays must be on one device: labels is "
+    "a cupy.ndarray on CUDA device 0, logits is a cupy.ndarray on CUDA device 0, "
+    "pos_weight is a float on the host, weight is a torch.Tensor on CUDA device 1",
+    "large_host_weight": "a host weight may have at most 4096 elements when "
+    "labels and logits are CUDA arrays, got 5000 (move it to the device once, "
+    f"yourself): labels is {SIM}, logits is {SIM}, pos_weight is a float on the "
+    "host, weight is a numpy.ndarray on the host",
+}
+
+
+@pytest.mark.parametrize("name", FUSED_PLACEMENT_ERRORS)
+def test_fused_placement_errors_name_the_weight_too(fused, name):
+    result = fused[0][f"error-{name}"]
+
+    assert result["error"] == ["ValueError", FUSED_PLACEMENT_ERRORS[name]]
+    assert result["calls"] == [] and result["transfers"] == []
+
+
+@pytest.mark.parametrize(
+    "name", ["shape", "device_shape", "complex", "string", "overflow", "ragged"]
+)
+def test_a_bad_weight_gets_pos_weights_error_under_its_own_name(fused, name):
+    # The same checks serve both: the message of the elementwise call given
+    # the same value as pos_weight, naming weight instead.
+    results, _ = fused
+    as_weight = results[f"bad_weight-{name}"]
+    as_pos_weight = results[f"bad_pos_weight-{name}"]
+    kind, message = as_pos_weight["error"]
+
+    assert "pos_weight" in message
+    assert as_weight["error"] == [kind, message.replace("pos_weight", "weight")]
+    assert as_weight["calls"] == [] and as_weight["transfers"] == []
+
+
+def test_a_bad_weight_message_reads_as_pos_weights(fused):
+    assert fused[0]["bad_weight-shape"]["error"] == [
+        "ValueError",
+        "weight must be a scalar or broadcast to the logits' shape (2, 3), got "
+        "weight shape (2,)",
+    ]
+
+
+def test_fused_zero_weight_on_an_infinite_loss_is_nan(fused):
+    results, _ = fused
+    values = results["zero_weight_on_infinite_loss-none"]["value"]["values"]
+
+    assert np.isnan(values[0]) and values[1:] == [0.0, 0.0]
+    assert np.isnan(results["zero_weight_on_infinite_loss-sum"]["value"]["values"])
+    assert results["infinite_loss-sum"]["value"]["values"] == [np.inf]

@@ -9,14 +9,16 @@ a call goes to the GPU, so ``import wce_numba`` and CPU calls never do.
 Rules, checked before anything is launched or copied:
 
 * labels, logits and ``out`` must all be CUDA arrays on one device;
-* ``pos_weight`` may also be a host scalar or a small host array (at most
-  ``HOST_WEIGHT_LIMIT`` elements, such as one weight per class), copied to
-  the device on each call; a larger host array is an error, since copying it
-  silently on every call would hide the cost of moving real data.
+* ``pos_weight`` and ``weight`` may also be host scalars or small host arrays
+  (at most ``HOST_WEIGHT_LIMIT`` elements, such as one weight per class),
+  copied to the device on each call; a larger host array is an error, since
+  copying it silently on every call would hide the cost of moving real data.
 
-The result is allocated on the device and returned as the logits' kind where
-wrapping it costs no copy: a CuPy array for CuPy logits, a PyTorch tensor for
-PyTorch logits, a Numba device array otherwise.
+Results are allocated on the device and returned as the logits' kind where
+wrapping them costs no copy: a CuPy array for CuPy logits, a PyTorch tensor
+for PyTorch logits, a Numba device array otherwise. A reduced value (sum or
+mean) is a 0-d array of that kind, still on the device: reading it on the host
+would wait for the GPU, which the caller may not want yet.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from . import _validate
 
 logger = logging.getLogger("wce_numba")
 
-# Largest host pos_weight (in elements) that a GPU call copies to the device:
-# 32 KiB of float64, one launch's worth of argument traffic, and room for a
-# weight per class for thousands of classes.
+# Largest host pos_weight or weight (in elements) that a GPU call copies to the
+# device: 32 KiB of float64, one launch's worth of argument traffic, and room
+# for a weight per class for thousands of classes.
 HOST_WEIGHT_LIMIT = 4096
 
-_ARGUMENTS = ("labels", "logits", "pos_weight", "out")
+# The weights a GPU call may take from the host (see HOST_WEIGHT_LIMIT).
+_WEIGHTS = ("pos_weight", "weight")
+
+REDUCTIONS = ("none", "sum", "mean")
 
 
 def is_device_array(value) -> bool:
@@ -83,11 +88,17 @@ def _placement_error(problem: str, arguments: dict) -> ValueError:
     return ValueError(f"{problem}: {places}")
 
 
-def check_placement(labels, logits, pos_weight, out) -> None:
-    """ValueError, saying where each argument lives, unless the GPU can run this."""
-    given = dict(zip(_ARGUMENTS, (labels, logits, pos_weight, out), strict=True))
-    if out is None:
-        del given["out"]
+def check_placement(labels, logits, pos_weight, out, weight=None) -> None:
+    """ValueError, saying where each argument lives, unless the GPU can run this.
+
+    ``out`` and ``weight`` take part only when given (not None).
+    """
+    given = {"labels": labels, "logits": logits, "pos_weight": pos_weight}
+    given |= {
+        name: value
+        for name, value in (("weight", weight), ("out", out))
+        if value is not None
+    }
 
     must_be_on_device = [
         given[name] for name in ("labels", "logits", "out") if name in given
@@ -104,15 +115,26 @@ def check_placement(labels, logits, pos_weight, out) -> None:
     if len(on_devices - {None}) > 1:
         raise _placement_error("all CUDA arrays must be on one device", given)
 
-    if not is_device_array(pos_weight):
-        weight = _validate.as_real_array(pos_weight, "pos_weight")
-        if weight.size > HOST_WEIGHT_LIMIT:
+    for name in _WEIGHTS:
+        if name not in given or is_device_array(given[name]):
+            continue
+        host_weight = _validate.as_real_array(given[name], name)
+        if host_weight.size > HOST_WEIGHT_LIMIT:
             raise _placement_error(
-                f"a host pos_weight may have at most {HOST_WEIGHT_LIMIT} elements "
-                f"when labels and logits are CUDA arrays, got {weight.size} (move "
-                "it to the device once, yourself)",
+                f"a host {name} may have at most {HOST_WEIGHT_LIMIT} elements "
+                f"when labels and logits are CUDA arrays, got {host_weight.size} "
+                "(move it to the device once, yourself)",
                 given,
             )
+
+
+def check_reduction(reduction) -> None:
+    """ValueError unless ``reduction`` is one of REDUCTIONS."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got "
+            f"{reduction!r}"
+        )
 
 
 def as_callers_kind(result, like):
@@ -143,6 +165,20 @@ def stream_argument(stream, labels, logits, pos_weight) -> None:
         )
 
 
+def _launch_stream(stream, logits):
+    """The stream a GPU call runs on, as ``_cuda`` takes it.
+
+    ``stream`` None means the stream the logits' producer exported with them
+    (CuPy's and PyTorch's current stream), else CUDA's default stream.
+    """
+    from . import _cuda
+
+    if stream is None:
+        stream = _cuda.exported_stream(logits)
+        stream = 0 if stream is None else stream
+    return _cuda.as_stream(stream)
+
+
 def run(quantity: str, labels, logits, pos_weight, out, stream):
     """Evaluate ``quantity`` on the GPU; the device result, as the caller's kind.
 
@@ -153,10 +189,7 @@ def run(quantity: str, labels, logits, pos_weight, out, stream):
     from . import _cuda
 
     _cuda.require_gpu()
-    if stream is None:
-        stream = _cuda.exported_stream(logits)
-        stream = 0 if stream is None else stream
-    stream = _cuda.as_stream(stream)
+    stream = _launch_stream(stream, logits)
     logger.debug("%s: CUDA arrays, running on the GPU (stream %s)", quantity, stream)
 
     result = _cuda.launch(quantity, labels, logits, pos_weight, out=out, stream=stream)
@@ -164,3 +197,69 @@ def run(quantity: str, labels, logits, pos_weight, out, stream):
     if out is not None:
         return out
     return as_callers_kind(result, logits)
+
+
+def run_fused(
+    labels,
+    logits,
+    pos_weight,
+    weight,
+    reduction: str,
+    want_value: bool,
+    want_grad: bool,
+    stream,
+):
+    """The weighted, reduced loss and its gradient on the GPU, from one pass.
+
+    Returns ``(value, grad)``, each None unless wanted, as the logits' kind:
+
+    * value: ``weight * loss`` elementwise for ``reduction="none"``; the sum
+      of those for "sum"; that sum over N = ``logits.size`` for "mean" (NaN
+      for an empty array, as PyTorch's mean, where NumPy's warns and gives
+      NaN too; an empty sum is 0), as a 0-d device array in the result
+      dtype. The terms, rounded in the compute dtype as the elementwise
+      value is, are summed in float64 (see ``_cuda.block_total``) and the
+      sum, or the sum divided by N, is rounded once into the result dtype.
+    * grad: ``weight * dloss/dx`` elementwise, divided by N in the compute
+      dtype for "mean" (N exact there up to 2^24 in float32): the gradient
+      of the value with respect to the logits.
+
+    Each term is the product ``weight * loss`` as NumPy forms it: NaN
+    anywhere gives a NaN sum, and a weight of 0 on an infinite loss gives
+    NaN. ``weight`` None means 1; otherwise it obeys ``pos_weight``'s rules:
+    a device array on the logits' device, or a host scalar or small host
+    array, broadcastable to the logits' shape. Dtypes are the elementwise
+    call's: the logits decide the compute and result dtypes. Everything runs
+    asynchronously on ``stream`` (None: as in ``run``); nothing is read back.
+    Asking for neither value nor grad checks the arguments and launches
+    nothing.
+    """
+    check_reduction(reduction)
+    check_placement(labels, logits, pos_weight, None, weight)
+    from . import _cuda
+
+    _cuda.require_gpu()
+    stream = _launch_stream(stream, logits)
+    logger.debug(
+        "fused %s reduction (value %s, grad %s): CUDA arrays, on the GPU (stream %s)",
+        reduction,
+        want_value,
+        want_grad,
+        stream,
+    )
+
+    value, grad = _cuda.launch_fused(
+        labels,
+        logits,
+        pos_weight,
+        weight,
+        reduction,
+        want_value=want_value,
+        want_grad=want_grad,
+        stream=stream,
+    )
+
+    return tuple(
+        None if result is None else as_callers_kind(result, logits)
+        for result in (value, grad)
+    )
