@@ -1894,7 +1894,7 @@ def test_fused_moves_and_allocates_nothing_that_grows_with_n(fused, wanted):
 
 
 FUSED_PLACEMENT_ERRORS = {
-    "unknown_reduction": "reduction must be one of 'none', 'sum', 'mean', got 'max'",
+    "unknown_reduction": "reduction must be 'none', 'sum' or 'mean', got 'max' (str)",
     "host_labels": NOT_ALL
     + "labels is a numpy.ndarray on the host, logits is a numpy.ndarray on the "
     f"host, pos_weight is a float on the host, weight is {SIM}",
@@ -1947,3 +1947,107 @@ def test_fused_zero_weight_on_an_infinite_loss_is_nan(fused):
     assert np.isnan(values[0]) and values[1:] == [0.0, 0.0]
     assert np.isnan(results["zero_weight_on_infinite_loss-sum"]["value"]["values"])
     assert results["infinite_loss-sum"]["value"]["values"] == [np.inf]
+
+
+API_FUSED_SCRIPT = textwrap.dedent(
+    """
+    import json, pathlib, sys, warnings
+    import numpy as np
+    path = sys.argv[1]
+    import wce_numba
+    from wce_numba import _cuda
+    try:
+        _cuda.require_gpu()
+    except ImportError as error:
+        pathlib.Path(path).write_text(json.dumps({"skip": str(error)}))
+        sys.exit()
+    from numba import cuda
+    warnings.simplefilter("ignore", RuntimeWarning)
+    d = cuda.to_device
+    loss = wce_numba.weighted_cross_entropy_with_logits
+    grad = wce_numba.weighted_cross_entropy_with_logits_grad
+    value_and_grad = wce_numba.weighted_cross_entropy_with_logits_value_and_grad
+
+    rng = np.random.default_rng(8)
+    z = rng.uniform(0, 1, (5, 3)).astype(np.float32)
+    x = rng.normal(0, 4, (5, 3)).astype(np.float32)
+    w = rng.uniform(0, 2, (5, 1)).astype(np.float32)
+    q = np.array([0.5, 2.0, 8.0], np.float32)
+
+    def listed(result):
+        array = np.asarray(result.copy_to_host() if hasattr(result, "copy_to_host")
+                           else result)
+        return {"values": array.ravel().tolist(), "shape": list(array.shape),
+                "dtype": str(array.dtype)}
+
+    results = {}
+    for reduction in ("none", "sum", "mean"):
+        device = value_and_grad(d(z), d(x), d(q), weight=d(w), reduction=reduction)
+        host = value_and_grad(z, x, q, weight=w, reduction=reduction)
+        results[reduction] = {
+            "device": [listed(part) for part in device],
+            "host": [listed(part) for part in host],
+            "loss_alone": listed(loss(d(z), d(x), d(q), weight=d(w),
+                                      reduction=reduction)),
+            "grad_alone": listed(grad(d(z), d(x), d(q), weight=d(w),
+                                      reduction=reduction)),
+        }
+
+    out = d(np.zeros((), np.float32))
+    returned = loss(d(z), d(x), q, weight=w, reduction="mean", out=out)
+    results["out_mean"] = {"same": returned is out, **listed(out)}
+    grad_out = d(np.zeros((5, 3), np.float32))
+    returned = grad(d(z), d(x), q, weight=d(w), out=grad_out)
+    results["out_grad"] = {"same": returned is grad_out, **listed(grad_out)}
+    try:
+        loss(d(z), d(x), q, reduction="sum", out=d(np.zeros(3, np.float32)))
+    except ValueError as error:
+        results["out_shape_error"] = str(error)
+    try:
+        loss(d(z), d(x), q, reduction="max")
+    except ValueError as error:
+        results["reduction_error"] = str(error)
+
+    pathlib.Path(path).write_text(json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def api_fused(tmp_path_factory):
+    """The public functions' fused path with simulated CUDA arrays."""
+    results, _ = run_in_simulator(
+        tmp_path_factory, "cudasim_api_fused", API_FUSED_SCRIPT
+    )
+    return results
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_public_fused_calls_on_the_device_agree_with_the_host(api_fused, reduction):
+    # The GPU rounds each weighted term in float32 before summing it in
+    # float64 (the CPU keeps the product exact), and divides the mean's
+    # gradient by N in float32: within SIM_ULP plus two roundings.
+    result = api_fused[reduction]
+    for device, host in zip(result["device"], result["host"], strict=True):
+        assert device["shape"] == host["shape"] and device["dtype"] == "float32"
+        check_fused_numbers(
+            device["values"],
+            np.array(host["values"], np.float32),
+            np.dtype(np.float32),
+            extra_ulp=2,
+        )
+    assert result["loss_alone"]["values"] == result["device"][0]["values"]
+    assert result["grad_alone"]["values"] == result["device"][1]["values"]
+
+
+def test_public_fused_calls_write_a_given_device_out(api_fused):
+    assert api_fused["out_mean"]["same"] and api_fused["out_mean"]["shape"] == []
+    assert api_fused["out_mean"]["values"] == api_fused["mean"]["device"][0]["values"]
+    assert api_fused["out_grad"]["same"]
+    assert api_fused["out_grad"]["values"] == api_fused["none"]["device"][1]["values"]
+    assert api_fused["out_shape_error"] == (
+        "out must have the reduced shape (), got out shape (3,)"
+    )
+    assert api_fused["reduction_error"].startswith(
+        "reduction must be 'none', 'sum' or 'mean', got 'max'"
+    )

@@ -49,10 +49,16 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._device import check_reduction, is_device_array
+from ._device import is_device_array
 from ._intrinsics import fdiv
 from ._ufuncs import KERNELS, SIGNATURES
-from ._validate import as_real_array, cast, check_broadcasts_to, result_dtypes
+from ._validate import (
+    as_real_array,
+    cast,
+    check_broadcasts_to,
+    check_reduction,
+    result_dtypes,
+)
 
 INSTALL_HINT = 'pip install "wce_numba[cuda]"'
 
@@ -600,11 +606,13 @@ def _small_grids_allowed(allowed: bool = True):
         yield
 
 
-def _check_out(out, shape: tuple, dtype: np.dtype) -> None:
+def check_out(
+    out, shape: tuple, dtype: np.dtype, shape_name: str = "the logits' shape"
+) -> None:
     """The checks of ``_validate.check_out`` that apply to a device array."""
     if out.shape != shape:
         raise ValueError(
-            f"out must have the logits' shape {shape}, got out shape {out.shape}"
+            f"out must have {shape_name} {shape}, got out shape {out.shape}"
         )
     if out.dtype != dtype:
         raise TypeError(f"out must have dtype {dtype}, got out dtype {out.dtype}")
@@ -637,7 +645,7 @@ def launch(quantity: str, labels, logits, pos_weight, out=None, stream=0):
     result_dtype, compute_dtype = inputs.result_dtype, inputs.compute_dtype
     if out is not None:
         out = device_array(out, "out", stream)
-        _check_out(out, inputs.logits.shape, result_dtype)
+        check_out(out, inputs.logits.shape, result_dtype)
 
     if out is None:
         # Allocated outside ``stream`` (numba-cuda's allocation is synchronous

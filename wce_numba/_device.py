@@ -37,8 +37,6 @@ HOST_WEIGHT_LIMIT = 4096
 # The weights a GPU call may take from the host (see HOST_WEIGHT_LIMIT).
 _WEIGHTS = ("pos_weight", "weight")
 
-REDUCTIONS = ("none", "sum", "mean")
-
 
 def is_device_array(value) -> bool:
     """Whether ``value`` is a CUDA array; decided without importing numba.cuda.
@@ -128,15 +126,6 @@ def check_placement(labels, logits, pos_weight, out, weight=None) -> None:
             )
 
 
-def check_reduction(reduction) -> None:
-    """ValueError unless ``reduction`` is one of REDUCTIONS."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got "
-            f"{reduction!r}"
-        )
-
-
 def as_callers_kind(result, like):
     """``result`` (a Numba device array) as ``like``'s kind, sharing its memory.
 
@@ -208,6 +197,7 @@ def run_fused(
     want_value: bool,
     want_grad: bool,
     stream,
+    out=None,
 ):
     """The weighted, reduced loss and its gradient on the GPU, from one pass.
 
@@ -232,10 +222,12 @@ def run_fused(
     call's: the logits decide the compute and result dtypes. Everything runs
     asynchronously on ``stream`` (None: as in ``run``); nothing is read back.
     Asking for neither value nor grad checks the arguments and launches
-    nothing.
+    nothing. ``out``, a device array, receives the one result asked for (of
+    its shape and dtype: 0-d for a reduced value) and is returned in its
+    place, after one more device-side copy.
     """
-    check_reduction(reduction)
-    check_placement(labels, logits, pos_weight, None, weight)
+    _validate.check_reduction(reduction)
+    check_placement(labels, logits, pos_weight, out, weight)
     from . import _cuda
 
     _cuda.require_gpu()
@@ -259,6 +251,14 @@ def run_fused(
         stream=stream,
     )
 
+    if out is not None:
+        result = value if want_value else grad
+        destination = _cuda.device_array(out, "out", stream)
+        reduced = want_value and reduction != "none"
+        shape_name = "the reduced shape" if reduced else "the logits' shape"
+        _cuda.check_out(destination, result.shape, result.dtype, shape_name)
+        _cuda.cast_into(result, destination, stream)
+        return (out, None) if want_value else (None, out)
     return tuple(
         None if result is None else as_callers_kind(result, logits)
         for result in (value, grad)
