@@ -6,6 +6,7 @@ worker in ``bench_peers.py`` imports nothing but the library it times.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -81,8 +82,8 @@ def calibrate(timer: timeit.Timer, target: float) -> tuple[int, float]:
         number *= 10
 
 
-def time_call(func: Callable[[], object], target: float, repeat: int) -> float:
-    """Median seconds per call, after a warm-up call.
+def time_loops(func: Callable[[], object], target: float, repeat: int) -> list[float]:
+    """Seconds per call in each of ``repeat`` loops, after a warm-up call.
 
     When a single call already lasts ``target``, the calibrating call counts as
     the first loop, which saves a call of the largest sizes.
@@ -92,7 +93,12 @@ def time_call(func: Callable[[], object], target: float, repeat: int) -> float:
     number, seconds = calibrate(timer, target)
     loops = [seconds] if number == 1 else []
     loops += timer.repeat(repeat=repeat - len(loops), number=number)
-    return statistics.median(loops) / number
+    return [loop / number for loop in loops]
+
+
+def time_call(func: Callable[[], object], target: float, repeat: int) -> float:
+    """Median seconds per call over ``repeat`` loops, after a warm-up call."""
+    return statistics.median(time_loops(func, target, repeat))
 
 
 def format_seconds(seconds: float) -> str:
@@ -121,9 +127,54 @@ def cpu_model() -> str:
     return name
 
 
+def machine() -> dict[str, object]:
+    """The CPU, its cores, the load on them and Python's version."""
+    try:
+        cores_usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores_usable = os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": cores_usable,
+        "load_average_at_start": load_average(),
+        "python": platform.python_version(),
+    }
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages: other processes sharing the cores."""
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         return "unknown"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, sizes_note: str = ""):
+    """``--sizes``, ``--dtypes`` and ``--quick``, as every script here takes them."""
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(float(v)) for v in s.split(",")],
+        help="comma-separated element counts, e.g. 1e3,1e6 "
+        f"(default {','.join(str(n) for n in DEFAULT_SIZES)}{sizes_note})",
+    )
+    parser.add_argument(
+        "--dtypes",
+        type=lambda s: s.split(","),
+        default=list(DTYPES),
+        help="comma-separated dtypes among float32,float64 (default both)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"sizes {QUICK_SIZES} and shorter timing loops, for a smoke run",
+    )
+
+
+def check_common_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Exit with a usage error naming the option when a dtype or size is bad."""
+    unknown = [d for d in args.dtypes if d not in DTYPES]
+    if unknown:
+        parser.error(f"--dtypes: expected float32 or float64, got {unknown}")
+    if args.sizes is not None and min(args.sizes) < 1:
+        parser.error(f"--sizes: expected positive element counts, got {args.sizes}")

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,10 +58,12 @@ from bench_common import (
     QUICK_TARGET,
     REPEAT,
     TARGET,
+    add_common_arguments,
     calibrate,
-    cpu_model,
+    check_common_arguments,
     format_seconds,
     load_average,
+    machine,
     make_data,
     numpy_loss,
     time_call,
@@ -133,17 +134,9 @@ def environment() -> dict[str, object]:
     """Machine and versions; calls the parallel ufunc so the threading layer is set."""
     x = np.ones(1_000)
     cpu_ufunc("loss", "parallel")(x, x, 2.0)
-    try:
-        cores_usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores_usable = os.cpu_count()
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "cores_usable": cores_usable,
-        "load_average_at_start": load_average(),
+        **machine(),
         "wce_numba": package_version(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
@@ -398,23 +391,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Throughput of wce_numba's loss against NumPy and np.add."
     )
-    parser.add_argument(
-        "--sizes",
-        type=lambda s: [int(float(v)) for v in s.split(",")],
-        help="comma-separated element counts, e.g. 1e3,1e6 "
-        f"(default {','.join(str(n) for n in DEFAULT_SIZES)}; "
-        "with --threshold, 8 per decade from 1e3 to 1e6)",
-    )
-    parser.add_argument(
-        "--dtypes",
-        type=lambda s: s.split(","),
-        default=list(DTYPES),
-        help="comma-separated dtypes among float32,float64 (default both)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"sizes {QUICK_SIZES} and shorter timing loops, for a smoke run",
+    add_common_arguments(
+        parser, sizes_note="; with --threshold, 8 per decade from 1e3 to 1e6"
     )
     parser.add_argument(
         "--threshold",
@@ -424,9 +402,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="FILE", help="also save the results here")
     args = parser.parse_args(argv)
-    unknown = [d for d in args.dtypes if d not in DTYPES]
-    if unknown:
-        parser.error(f"--dtypes: expected float32 or float64, got {unknown}")
+    check_common_arguments(parser, args)
     if args.sizes is None and args.threshold:
         args.sizes = QUICK_THRESHOLD_SIZES if args.quick else THRESHOLD_SIZES
     elif args.sizes is None:
