@@ -341,14 +341,12 @@ def run_worker(args: argparse.Namespace) -> dict:
             for (op, row), call in timed.items():
                 loops = time_loops(call, args.target, args.repeats)
                 seconds = statistics.median(loops)
-                rows.append(
-                    {
-                        **{"dtype": dtype_name, "n": n, "op": op, "row": row},
-                        **{"s": seconds, "fastest_s": min(loops)},
-                    }
-                )
+                key = {"dtype": dtype_name, "n": n, "op": op, "row": row}
+                rows.append({**key, "s": seconds, "fastest_s": min(loops)})
                 progress.append(f"{row} {op} {format_seconds(seconds)}")
             print(f"  {dtype_name} N={n}: " + ", ".join(progress), file=sys.stderr)
+            # Up to 3e7 float64 elements: free this size's arrays (and the
+            # library's copies) before making the next size's.
             del timed, labels, logits
     return {**info, "notes": notes, "rows": rows}
 
