@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,22 +49,31 @@ from collections.abc import Callable
 import llvmlite
 import numba
 import numpy as np
+from bench_common import (
+    DEFAULT_SIZES,
+    DTYPES,
+    POS_WEIGHT,
+    QUICK_REPEAT,
+    QUICK_SIZES,
+    QUICK_TARGET,
+    REPEAT,
+    TARGET,
+    add_common_arguments,
+    calibrate,
+    check_common_arguments,
+    format_seconds,
+    load_average,
+    machine,
+    make_data,
+    numpy_loss,
+    time_call,
+)
 
 import wce_numba
 from wce_numba import _dispatch, weighted_cross_entropy_with_logits
 from wce_numba._ufuncs import cpu_ufunc
 
-DEFAULT_SIZES = [1_000, 10_000, 30_000, 100_000, 1_000_000, 10_000_000, 30_000_000]
-QUICK_SIZES = [1_000, 100_000, 1_000_000]
-DTYPES = {"float32": np.float32, "float64": np.float64}
-POS_WEIGHT = 2.0
-SEED = 20261203
 ROWS = ["cpu", "parallel", "api", "numpy", "np.add"]
-
-# One loop of calls lasts about TARGET seconds, and the median is taken over
-# REPEAT loops; --quick shortens both.
-TARGET, REPEAT = 0.1, 5
-QUICK_TARGET, QUICK_REPEAT = 0.05, 3
 
 # Threshold sweep: 8 points per decade from 1e3 to 1e6 (4 with --quick). Its
 # loops are shorter and more numerous, alternating cpu and parallel, so that
@@ -73,44 +81,6 @@ QUICK_TARGET, QUICK_REPEAT = 0.05, 3
 THRESHOLD_SIZES = sorted({int(round(10 ** (3 + k / 8))) for k in range(25)})
 QUICK_THRESHOLD_SIZES = THRESHOLD_SIZES[::2]
 THRESHOLD_TARGET, THRESHOLD_REPEAT = 0.04, 5
-
-
-def make_data(n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Labels uniform in [0, 1] and logits normal with sd 3, from a fixed seed."""
-    rng = np.random.default_rng(SEED)
-    labels = rng.uniform(0.0, 1.0, n).astype(dtype)
-    logits = rng.normal(0.0, 3.0, n).astype(dtype)
-    return labels, logits
-
-
-def numpy_loss(z, x, q, out, tmp1, tmp2):
-    """TF's stable form, ``(1 - z) x + l (log1p(exp(-|x|)) + max(-x, 0))``.
-
-    ``l = 1 + (q - 1) z``. Every step writes into a preallocated buffer, so the
-    NumPy row pays for the passes over memory, not for allocation.
-    """
-    one = x.dtype.type(1)
-    zero = x.dtype.type(0)
-
-    # tmp1 = l = 1 + (q - 1) z
-    np.multiply(z, q - one, out=tmp1)
-    np.add(tmp1, one, out=tmp1)
-
-    # tmp1 = l * (log1p(exp(-|x|)) + max(-x, 0)), by way of tmp2
-    np.abs(x, out=tmp2)
-    np.negative(tmp2, out=tmp2)
-    np.exp(tmp2, out=tmp2)
-    np.log1p(tmp2, out=tmp2)
-    np.negative(x, out=out)
-    np.maximum(out, zero, out=out)
-    np.add(tmp2, out, out=tmp2)
-    np.multiply(tmp1, tmp2, out=tmp1)
-
-    # out = (1 - z) x + tmp1
-    np.subtract(one, z, out=out)
-    np.multiply(out, x, out=out)
-    np.add(out, tmp1, out=out)
-    return out
 
 
 def make_calls(n: int, dtype) -> dict[str, Callable[[], object]]:
@@ -142,37 +112,6 @@ def check_same_formula() -> None:
             raise SystemExit(f"numpy expression disagrees with the ufunc ({dtype})")
 
 
-def calibrate(timer: timeit.Timer, target: float) -> tuple[int, float]:
-    """Calls per loop so that one loop lasts at least ``target`` seconds.
-
-    ``timeit.Timer.autorange`` with an adjustable target: try 1, 2, 5, 10, 20,
-    ... calls until a loop is long enough. Returns the number of calls and the
-    seconds that loop took.
-    """
-    number = 1
-    while True:
-        for step in (1, 2, 5):
-            calls = number * step
-            seconds = timer.timeit(calls)
-            if seconds >= target:
-                return calls, seconds
-        number *= 10
-
-
-def time_call(func: Callable[[], object], target: float, repeat: int) -> float:
-    """Median seconds per call, after a warm-up call.
-
-    When a single call already lasts ``target``, the calibrating call counts as
-    the first loop, which saves a call of the largest sizes.
-    """
-    func()
-    timer = timeit.Timer(func)
-    number, seconds = calibrate(timer, target)
-    loops = [seconds] if number == 1 else []
-    loops += timer.repeat(repeat=repeat - len(loops), number=number)
-    return statistics.median(loops) / number
-
-
 def time_in_turn(funcs: list[Callable[[], object]], target: float, repeat: int):
     """Median and fastest seconds per call for calls timed in turn, loop by loop.
 
@@ -191,41 +130,13 @@ def time_in_turn(funcs: list[Callable[[], object]], target: float, repeat: int):
     return [(statistics.median(times), min(times)) for times in loops]
 
 
-def cpu_model() -> str:
-    """The CPU's model name, family and model number from /proc/cpuinfo."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = fields.get("model name", platform.processor() or "unknown CPU")
-    if "cpu family" in fields and "model" in fields:
-        name += f" (family {fields['cpu family']}, model {fields['model']})"
-    return name
-
-
 def environment() -> dict[str, object]:
     """Machine and versions; calls the parallel ufunc so the threading layer is set."""
     x = np.ones(1_000)
     cpu_ufunc("loss", "parallel")(x, x, 2.0)
-    try:
-        cores_usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores_usable = os.cpu_count()
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "cores_usable": cores_usable,
-        "load_average_at_start": load_average(),
+        **machine(),
         "wce_numba": package_version(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
@@ -257,14 +168,6 @@ def package_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return version
     return f"{version} (git {commit}{', with local changes' if changes else ''})"
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages: other processes sharing the cores."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def print_environment(env: dict[str, object]) -> None:
@@ -318,12 +221,6 @@ def run_table(sizes, dtypes, target, repeat) -> list[dict[str, object]]:
             del calls
             print()
     return results
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    return f"{seconds * 1e3:.2f} ms"
 
 
 def set_thresholds(size: int) -> dict[str, object]:
@@ -494,23 +391,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Throughput of wce_numba's loss against NumPy and np.add."
     )
-    parser.add_argument(
-        "--sizes",
-        type=lambda s: [int(float(v)) for v in s.split(",")],
-        help="comma-separated element counts, e.g. 1e3,1e6 "
-        f"(default {','.join(str(n) for n in DEFAULT_SIZES)}; "
-        "with --threshold, 8 per decade from 1e3 to 1e6)",
-    )
-    parser.add_argument(
-        "--dtypes",
-        type=lambda s: s.split(","),
-        default=list(DTYPES),
-        help="comma-separated dtypes among float32,float64 (default both)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"sizes {QUICK_SIZES} and shorter timing loops, for a smoke run",
+    add_common_arguments(
+        parser, sizes_note="; with --threshold, 8 per decade from 1e3 to 1e6"
     )
     parser.add_argument(
         "--threshold",
@@ -520,9 +402,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="FILE", help="also save the results here")
     args = parser.parse_args(argv)
-    unknown = [d for d in args.dtypes if d not in DTYPES]
-    if unknown:
-        parser.error(f"--dtypes: expected float32 or float64, got {unknown}")
+    check_common_arguments(parser, args)
     if args.sizes is None and args.threshold:
         args.sizes = QUICK_THRESHOLD_SIZES if args.quick else THRESHOLD_SIZES
     elif args.sizes is None:
