@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _device, _dispatch, _validate
+from . import _collections, _device, _dispatch, _validate
 from ._typing import ArrayLike
 
 
@@ -13,6 +13,8 @@ def _elementwise(
 ):
     """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
     _validate.check_name(name)
+    if _collections.is_collection(labels, logits, pos_weight):
+        return _collections.run(quantity, labels, logits, pos_weight, out, stream)
     if any(_device.is_device_array(a) for a in (labels, logits, pos_weight, out)):
         return _device.run(quantity, labels, logits, pos_weight, out, stream)
     _device.stream_argument(stream, labels, logits, pos_weight)
