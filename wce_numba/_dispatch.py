@@ -29,9 +29,11 @@ import concurrent.futures
 import ctypes
 import functools
 import logging
+import math
 import os
 import sys
 import threading
+from fractions import Fraction
 
 import numba
 import numpy as np
@@ -264,7 +266,7 @@ def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
         return ufunc(prepared.labels, prepared.logits, prepared.pos_weight, out=out)
 
 
-def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
+def can_write_directly(out: np.ndarray, prepared: Prepared, *others) -> bool:
     """Whether the ufunc may write into the caller's ``out`` itself.
 
     Numba 0.68's CPU ufunc loop ignores the output's stride when the inputs
@@ -274,8 +276,9 @@ def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
     the heap. Inputs of any stride are read correctly. So ``out`` goes to the
     ufunc (or the contiguous loops) only when it and the labels and logits are
     all C-contiguous, ``out`` is in native byte order and does not partly
-    overlap an input; otherwise the API computes into a fresh array and
-    copies, at the cost of one more pass over the result.
+    overlap an input (``others`` are further inputs, such as sample
+    weights); otherwise the API computes into a fresh array and copies, at
+    the cost of one more pass over the result.
     """
     return (
         out.flags.c_contiguous
@@ -284,7 +287,12 @@ def can_write_directly(out: np.ndarray, prepared: Prepared) -> bool:
         and prepared.logits.flags.c_contiguous
         and not any(
             _overlaps_partly(out, array)
-            for array in (prepared.labels, prepared.logits, prepared.pos_weight)
+            for array in (
+                prepared.labels,
+                prepared.logits,
+                prepared.pos_weight,
+                *others,
+            )
         )
     )
 
@@ -307,3 +315,190 @@ def _overlaps_partly(out: np.ndarray, array: np.ndarray) -> bool:
         and out.strides == array.strides
     )
     return not same_view
+
+
+def run_fused(
+    prepared: Prepared,
+    weight: np.ndarray,
+    reduction: str,
+    want_value: bool,
+    want_grad: bool,
+    loss_out: np.ndarray | None = None,
+    grad_out: np.ndarray | None = None,
+    count: int | None = None,
+):
+    """Weighted (and reduced) loss and scaled gradient from one pass; CPU.
+
+    Returns ``(value, grad)``, each None unless asked for: ``value`` is the
+    elementwise ``weight * loss`` (reduction "none") or its sum, or the sum
+    over ``count`` (default: the number of elements) for "mean", as a scalar
+    of the compute dtype; ``grad`` is ``weight * d loss / d logits``, divided
+    by ``count`` for "mean". ``weight`` has the compute dtype and broadcasts
+    to the logits' shape. ``loss_out``/``grad_out``, when given, receive the
+    arrays; they must be C-contiguous, of the compute dtype, and safe to write
+    directly (see ``can_write_directly``).
+
+    Nothing of the size of the input is allocated beyond the requested
+    arrays: contiguous inputs are read in place, and other layouts (a
+    per-class pos_weight or weight, a strided view) are copied a chunk of
+    rows at a time.
+    """
+    from . import _fused  # loading the compiled pass costs time: not at import
+
+    logits = prepared.logits
+    dtype = logits.dtype
+    count = logits.size if count is None else count
+    reduce = want_value and reduction != "none"
+    if want_value and not reduce and loss_out is None:
+        loss_out = np.empty(logits.shape, dtype)
+    if want_grad and grad_out is None:
+        grad_out = np.empty(logits.shape, dtype)
+    if reduction == "mean":
+        scale_hi, scale_lo = _reciprocal(count, dtype)
+    else:
+        scale_hi, scale_lo = dtype.type(1), dtype.type(0)
+
+    chunks = _Chunks(
+        (prepared.labels, logits, prepared.pos_weight, weight),
+        (None if reduce else loss_out, grad_out),
+    )
+    blocks = {}
+
+    def run_block(start: int, stop: int) -> None:
+        lanes = np.zeros(2 * _fused.LANES) if reduce else None
+        for labels, logits_part, pos_weight, sample_weight, outputs in chunks.pieces(
+            start, stop
+        ):
+            _fused.fused_pass(
+                labels,
+                logits_part,
+                pos_weight,
+                sample_weight,
+                scale_hi,
+                scale_lo,
+                outputs[0],
+                outputs[1],
+                lanes,
+            )
+        blocks[start] = lanes
+
+    pieces = (
+        min(thread_count(), chunks.rows) if logits.size >= LOOP_THRESHOLD[dtype] else 1
+    )
+    _in_blocks(chunks.rows, pieces, run_block)
+
+    grad = grad_out if want_grad else None
+    if not want_value:
+        return None, grad
+    if not reduce:
+        return loss_out, grad
+    total_hi, total_lo = _sum_of_lanes(np.stack(list(blocks.values())))
+    if reduction == "sum":
+        return dtype.type(total_hi), grad
+    return dtype.type(_divide_exactly(total_hi, total_lo, count)), grad
+
+
+# Elements per piece when a layout has to be copied to contiguous memory: big
+# enough that the per-piece cost is noise, small enough to stay in the cache.
+_PIECE = 1 << 14
+
+
+class _Chunks:
+    """Contiguous 1-D pieces of a call's operands, by rows of the logits.
+
+    Where labels and logits are C-contiguous and each weight is a scalar or
+    a C-contiguous array of the logits' shape, the whole call is one flat
+    range and its pieces are views. Otherwise the rows (the first axis) are
+    cut into pieces of about ``_PIECE`` elements, each operand broadcast to
+    the piece's shape and copied; the outputs are always C-contiguous, so
+    their pieces are views.
+    """
+
+    def __init__(self, operands: tuple, outputs: tuple) -> None:
+        self.shape = operands[1].shape
+        size = operands[1].size
+        self.flat = all(
+            array.ndim == 0 or (array.shape == self.shape and array.flags.c_contiguous)
+            for array in operands
+        )
+        if self.flat:
+            labels, logits, pos_weight, weight = operands
+            self.operands = [
+                labels.reshape(-1),
+                logits.reshape(-1),
+                _flat_or_scalar(pos_weight),
+                _flat_or_scalar(weight),
+            ]
+            self.outputs = [_flat_or_none(array) for array in outputs]
+            self.rows, self.rows_per_piece = size, max(size, 1)
+        else:
+            self.operands = list(operands)
+            self.outputs = list(outputs)
+            self.rows = self.shape[0]
+            row_size = max(size // max(self.rows, 1), 1)
+            self.rows_per_piece = max(_PIECE // row_size, 1)
+
+    def pieces(self, start: int, stop: int):
+        """``(labels, logits, pos_weight, weight, outputs)`` per piece of rows."""
+        for first in range(start, stop, self.rows_per_piece):
+            last = min(first + self.rows_per_piece, stop)
+            operands = [self._piece(array, first, last) for array in self.operands]
+            outputs = [
+                None if array is None else array[first:last].reshape(-1)
+                for array in self.outputs
+            ]
+            yield (*operands, outputs)
+
+    def _piece(self, array, first: int, last: int):
+        if self.flat:
+            return array if np.ndim(array) == 0 else array[first:last]
+        if array.ndim == 0:
+            return array[()]
+        rows = np.broadcast_to(array, self.shape)[first:last]
+        return np.ascontiguousarray(rows).reshape(-1)
+
+
+def _flat_or_scalar(array: np.ndarray):
+    """A 0-d array as a NumPy scalar, any other as a flat view."""
+    return array[()] if array.ndim == 0 else array.reshape(-1)
+
+
+def _flat_or_none(array: np.ndarray | None):
+    return None if array is None else array.reshape(-1)
+
+
+def _reciprocal(count: int, dtype: np.dtype) -> tuple:
+    """``1 / count`` as a double-word pair ``(hi, lo)`` of ``dtype``."""
+    exact = Fraction(1, max(count, 1))
+    hi = dtype.type(float(exact))
+    lo = dtype.type(float(exact - Fraction(float(hi))))
+    return hi, lo
+
+
+def _sum_of_lanes(lanes: np.ndarray) -> tuple[float, float]:
+    """The total of the fused pass's lanes as a float64 pair ``(hi, lo)``.
+
+    One row per block: its partial sums, then their errors; ``math.fsum``
+    adds them all exactly and rounds once. Where a lane is not
+    finite (an infinite or NaN term), the error terms are meaningless and
+    the plain sum of the partial sums gives the limit: inf, -inf or NaN.
+    """
+    partial_sums = lanes[:, : lanes.shape[1] // 2]
+    if np.isfinite(lanes).all():
+        values = lanes.ravel().tolist()
+        try:
+            total = math.fsum(values)
+            return total, math.fsum([*values, -total])
+        except OverflowError:  # the exact total lies beyond the float64 range
+            pass
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.sum(partial_sums)), 0.0
+
+
+def _divide_exactly(total_hi: float, total_lo: float, count: int) -> float:
+    """``(total_hi + total_lo) / count`` rounded once to float64; NaN for 0/0."""
+    if count == 0:
+        return math.nan
+    if not math.isfinite(total_hi):
+        return total_hi
+    return float((Fraction(total_hi) + Fraction(total_lo)) / count)

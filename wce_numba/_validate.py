@@ -136,6 +136,32 @@ def prepare(labels, logits, pos_weight) -> Prepared:
     )
 
 
+def prepare_weight(weight, prepared: Prepared) -> np.ndarray:
+    """Sample weights in the compute dtype, broadcastable to the logits' shape.
+
+    None means a weight of 1 for every element (a 0-d array).
+    """
+    dtype = prepared.compute_dtype
+    if weight is None:
+        return np.ones((), dtype)
+
+    weight = as_real_array(weight, "weight")
+    check_broadcasts_to(weight, prepared.logits.shape, "weight")
+    return cast(weight, dtype, "weight")
+
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_reduction(reduction) -> None:
+    """ValueError unless ``reduction`` is one of ``REDUCTIONS``."""
+    if not (isinstance(reduction, str) and reduction in REDUCTIONS):
+        raise ValueError(
+            "reduction must be 'none', 'sum' or 'mean', got "
+            f"{reduction!r} ({type(reduction).__name__})"
+        )
+
+
 def check_broadcasts_to(array: np.ndarray, shape: tuple, name: str) -> None:
     """ValueError unless ``array`` broadcasts to exactly ``shape``.
 
@@ -154,14 +180,20 @@ def check_broadcasts_to(array: np.ndarray, shape: tuple, name: str) -> None:
         )
 
 
-def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Check a caller's ``out=`` array: an ndarray of the result's shape and dtype."""
+def check_out(
+    out, shape: tuple, dtype: np.dtype, shape_name: str = "the logits' shape"
+) -> np.ndarray:
+    """Check a caller's ``out=`` array: an ndarray of the result's shape and dtype.
+
+    ``shape_name`` says in the error what ``shape`` is: the logits' shape for
+    an elementwise result, ``()`` for a reduced one.
+    """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
 
     if out.shape != shape:
         raise ValueError(
-            f"out must have the logits' shape {shape}, got out shape {out.shape}"
+            f"out must have {shape_name} {shape}, got out shape {out.shape}"
         )
     if np.dtype(out.dtype.type) != dtype:
         raise TypeError(f"out must have dtype {dtype}, got out dtype {out.dtype}")

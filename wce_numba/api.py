@@ -8,13 +8,36 @@ from . import _collections, _device, _dispatch, _validate
 from ._typing import ArrayLike
 
 
-def _elementwise(
-    quantity: str, labels, logits, pos_weight, out, name=None, stream=None
+def _loss_or_grad(
+    quantity: str, labels, logits, pos_weight, name, weight, reduction, out, stream
 ):
-    """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
+    """The loss or the gradient alone: the plain elementwise call when it can."""
     _validate.check_name(name)
+    _validate.check_reduction(reduction)
+    if weight is None and reduction == "none":
+        return _elementwise(quantity, labels, logits, pos_weight, out, stream)
+
+    want_value = quantity == "loss"
+    value, grad = _fused(
+        labels,
+        logits,
+        pos_weight,
+        weight,
+        reduction,
+        want_value,
+        not want_value,
+        out,
+        stream,
+    )
+    return value if want_value else grad
+
+
+def _elementwise(quantity: str, labels, logits, pos_weight, out, stream):
+    """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
     if _collections.is_collection(labels, logits, pos_weight):
-        return _collections.run(quantity, labels, logits, pos_weight, out, stream)
+        return _collections.elementwise(
+            quantity, labels, logits, pos_weight, out, stream
+        )
     if any(_device.is_device_array(a) for a in (labels, logits, pos_weight, out)):
         return _device.run(quantity, labels, logits, pos_weight, out, stream)
     _device.stream_argument(stream, labels, logits, pos_weight)
@@ -34,7 +57,11 @@ def _elementwise(
         and _dispatch.can_write_directly(out, prepared)
     )
     result = _dispatch.run_cpu(quantity, prepared, out if direct else None)
+    return _deliver(result, out, direct, prepared)
 
+
+def _deliver(result, out, direct: bool, prepared):
+    """``result`` in the caller's dtype, or copied into ``out`` when given."""
     if out is None:
         if prepared.result_dtype == prepared.compute_dtype:
             return result
@@ -42,6 +69,100 @@ def _elementwise(
     if not direct:
         out[...] = result
     return out
+
+
+def _fused(
+    labels, logits, pos_weight, weight, reduction, want_value, want_grad, out, stream
+):
+    """Weighted, reduced loss and/or gradient from one pass: ``(value, grad)``.
+
+    ``out``, if given, receives the one result asked for: the elementwise
+    array, or for a reduced loss a 0-d array.
+    """
+    arguments = (labels, logits, pos_weight, weight, out)
+    if _collections.is_collection(*arguments):
+        return _collections.fused(
+            *arguments[:4], reduction, want_value, want_grad, out, stream
+        )
+    if any(_device.is_device_array(a) for a in arguments):
+        return _device.run_fused(
+            labels,
+            logits,
+            pos_weight,
+            weight,
+            reduction,
+            want_value,
+            want_grad,
+            stream,
+            out,
+        )
+    _device.stream_argument(stream, labels, logits, pos_weight)
+    if any(isinstance(a, np.ma.MaskedArray) for a in arguments[:4]):
+        return _masked_fused(
+            labels, logits, pos_weight, weight, reduction, want_value, want_grad, out
+        )
+    return _fused_cpu(
+        labels, logits, pos_weight, weight, reduction, want_value, want_grad, out
+    )
+
+
+def _fused_cpu(
+    labels,
+    logits,
+    pos_weight,
+    weight,
+    reduction,
+    want_value,
+    want_grad,
+    out,
+    count=None,
+):
+    """``_fused`` for host arrays; ``count`` replaces N in a mean."""
+    prepared = _validate.prepare(labels, logits, pos_weight)
+    weight = _validate.prepare_weight(weight, prepared)
+    reduced = want_value and reduction != "none"
+
+    direct = False
+    if out is not None:
+        if reduced:
+            _validate.check_out(out, (), prepared.result_dtype, "the reduced shape")
+        else:
+            _validate.check_out(out, prepared.logits.shape, prepared.result_dtype)
+            direct = (
+                prepared.result_dtype == prepared.compute_dtype
+                and _dispatch.can_write_directly(out, prepared, weight)
+            )
+
+    array_out = out if direct else None
+    value, grad = _dispatch.run_fused(
+        prepared,
+        weight,
+        reduction,
+        want_value,
+        want_grad,
+        loss_out=array_out if want_value else None,
+        grad_out=None if want_value else array_out,
+        count=count,
+    )
+
+    if reduced:
+        value = prepared.result_dtype.type(value)
+        if out is not None and not want_grad:
+            out[()] = value
+            value = out
+    elif want_value:
+        value = _as_result(value, out if not want_grad else None, direct, prepared)
+    if want_grad:
+        grad = _as_result(grad, out if not want_value else None, direct, prepared)
+    return value, grad
+
+
+def _as_result(array, out, direct: bool, prepared):
+    """An elementwise result as returned: caller's dtype, ``out``, or a scalar."""
+    result = _deliver(array, out, direct, prepared)
+    if out is None and prepared.logits.ndim == 0:
+        return result[()]  # as a ufunc does: a 0-d call gives a NumPy scalar
+    return result
 
 
 def _masked(quantity: str, labels, logits, pos_weight, out):
@@ -62,13 +183,55 @@ def _masked(quantity: str, labels, logits, pos_weight, out):
         np.ma.filled(logits, 0),
         np.ma.filled(pos_weight, 1),
         None,
+        None,
     )
-    mask = (
-        np.ma.getmaskarray(labels)
-        | np.ma.getmaskarray(logits)
-        | np.ma.getmaskarray(pos_weight)
+    return np.ma.MaskedArray(result, mask=_mask_of(labels, logits, pos_weight))
+
+
+def _mask_of(*arguments) -> np.ndarray:
+    """Where any argument is masked, broadcast to the logits' shape."""
+    shape = np.shape(arguments[1])
+    mask = np.zeros(shape, bool)
+    for argument in arguments:
+        if argument is not None:
+            mask = mask | np.ma.getmaskarray(argument)
+    return np.broadcast_to(mask, shape)
+
+
+def _masked_fused(
+    labels, logits, pos_weight, weight, reduction, want_value, want_grad, out
+):
+    """``_fused`` for masked input: masked elements count for nothing.
+
+    They are computed from harmless fill values with a sample weight of 0,
+    so they add nothing to a sum, a mean divides by the number of unmasked
+    elements (as ``numpy.ma.mean`` does), and elementwise results are masked
+    where any input is.
+    """
+    if out is not None:
+        raise TypeError(
+            "out= is not supported with masked arrays; got out= and a "
+            "numpy.ma.MaskedArray input"
+        )
+
+    mask = _mask_of(labels, logits, pos_weight, weight)
+    weight = 1 if weight is None else np.ma.filled(weight, 0)
+    value, grad = _fused_cpu(
+        np.ma.filled(labels, 0),
+        np.ma.filled(logits, 0),
+        np.ma.filled(pos_weight, 1),
+        np.where(mask, 0, weight),
+        reduction,
+        want_value,
+        want_grad,
+        None,
+        count=int(mask.size - np.count_nonzero(mask)),
     )
-    return np.ma.MaskedArray(result, mask=mask)
+    if want_value and reduction == "none":
+        value = np.ma.MaskedArray(value, mask=mask)
+    if want_grad:
+        grad = np.ma.MaskedArray(grad, mask=mask)
+    return value, grad
 
 
 def weighted_cross_entropy_with_logits(
@@ -77,6 +240,8 @@ def weighted_cross_entropy_with_logits(
     pos_weight: ArrayLike,
     name: str | None = None,
     *,
+    weight: ArrayLike | None = None,
+    reduction: str = "none",
     out: np.ndarray | None = None,
     stream=None,
 ):
@@ -110,10 +275,24 @@ def weighted_cross_entropy_with_logits(
     name : str, optional
         Accepted for compatibility with TensorFlow and ignored (anything but a
         str or None raises TypeError, which catches a positional ``out``).
+    weight : array_like, optional
+        Per-element sample weights multiplying the loss, broadcastable to the
+        logits' shape like ``pos_weight`` (shape ``(N, 1)`` weighs whole rows
+        of logits ``(N, C)``). Default: no weighting. Not in TensorFlow's
+        signature; PyTorch's ``weight`` of ``binary_cross_entropy_with_logits``.
+    reduction : {'none', 'sum', 'mean'}, optional
+        ``'none'`` (default, TensorFlow's behaviour): the elementwise loss.
+        ``'sum'``: the sum of ``weight * loss``. ``'mean'``: that sum divided
+        by the number of elements (PyTorch's rule, also with weights: the
+        mean of the weighted terms, not a division by the sum of weights).
+        A reduced loss is computed in one pass without storing the
+        elementwise loss, summed exactly and rounded once. The mean of no
+        elements is NaN.
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype that receives the
-        loss. It may be one of the inputs; otherwise inputs are never written.
-        With CUDA arrays, a CUDA array of that shape and dtype.
+        loss (a 0-d array for a reduced loss). It may be one of the inputs;
+        otherwise inputs are never written. With CUDA arrays, a CUDA array of
+        that shape and dtype.
     stream : optional
         Only with CUDA arrays: the CUDA stream to run on, as a Numba stream, a
         CuPy ``Stream``, a ``torch.cuda.Stream`` or a stream pointer (int).
@@ -124,7 +303,9 @@ def weighted_cross_entropy_with_logits(
     -------
     numpy.ndarray, numpy scalar or CUDA array
         The elementwise loss with the logits' shape (a NumPy scalar for 0-d
-        input, as NumPy's ufuncs return), or ``out`` when given. Masked-array
+        input, as NumPy's ufuncs return), or ``out`` when given. A reduced
+        loss is a NumPy scalar of the result's dtype (a 0-d CUDA array of the
+        logits' kind for CUDA input). Masked-array
         input gives a masked array, masked where any input is. CUDA input
         gives a result on the same device, of the logits' kind (see Notes).
 
@@ -133,8 +314,10 @@ def weighted_cross_entropy_with_logits(
     ValueError
         If labels and logits differ in shape, ``pos_weight`` does not
         broadcast to the logits' shape, ``out`` has the wrong shape, an input
-        is a ragged nested list, or a finite label or pos_weight overflows
-        the logits' dtype (1e40 with float32 logits). With CUDA arrays: if
+        is a ragged nested list, a finite label, pos_weight or weight
+        overflows the logits' dtype (1e40 with float32 logits), ``weight``
+        does not broadcast to the logits' shape, or ``reduction`` is not one
+        of the three names. With CUDA arrays: if
         the arguments do not live on one device (the message says where each
         lives), or ``stream`` is given for host arrays. On the GPU only a
         host ``pos_weight`` is checked for overflow (see Notes).
@@ -150,6 +333,8 @@ def weighted_cross_entropy_with_logits(
     --------
     weighted_cross_entropy_with_logits_grad : the derivative with respect to
         the logits.
+    weighted_cross_entropy_with_logits_value_and_grad : the reduced loss and
+        its gradient from one pass.
 
     Notes
     -----
@@ -221,8 +406,17 @@ def weighted_cross_entropy_with_logits(
 
     >>> weighted_cross_entropy_with_logits([1.0, 0.0], [np.inf, -np.inf], 2.0)
     array([0., 0.])
+
+    Sample weights and a fused mean, as PyTorch's ``reduction='mean'``:
+
+    >>> mean = weighted_cross_entropy_with_logits(
+    ...     labels, logits, 4.0, weight=[1.0, 1.0, 0.0, 2.0], reduction="mean")
+    >>> round(float(mean), 6)
+    2.755835
     """
-    return _elementwise("loss", labels, logits, pos_weight, out, name, stream)
+    return _loss_or_grad(
+        "loss", labels, logits, pos_weight, name, weight, reduction, out, stream
+    )
 
 
 def weighted_cross_entropy_with_logits_grad(
@@ -231,6 +425,8 @@ def weighted_cross_entropy_with_logits_grad(
     pos_weight: ArrayLike,
     name: str | None = None,
     *,
+    weight: ArrayLike | None = None,
+    reduction: str = "none",
     out: np.ndarray | None = None,
     stream=None,
 ):
@@ -250,6 +446,12 @@ def weighted_cross_entropy_with_logits_grad(
         Weight of the positive term, a scalar or broadcastable to the logits.
     name : str, optional
         Accepted for symmetry with the loss (and TensorFlow) and ignored.
+    weight : array_like, optional
+        Sample weights, as for the loss: the gradient is multiplied by them.
+    reduction : {'none', 'sum', 'mean'}, optional
+        The reduction of the loss whose gradient is wanted: ``'none'`` and
+        ``'sum'`` give ``weight * dloss/dx``, ``'mean'`` divides that by the
+        number of elements. The result is elementwise in every case.
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype for the gradient
         (with CUDA arrays, a CUDA array).
@@ -295,4 +497,89 @@ def weighted_cross_entropy_with_logits_grad(
     >>> np.round(grad, 6)
     array([-1.      ,  0.5     ,  0.321196])
     """
-    return _elementwise("grad", labels, logits, pos_weight, out, name, stream)
+    return _loss_or_grad(
+        "grad", labels, logits, pos_weight, name, weight, reduction, out, stream
+    )
+
+
+def weighted_cross_entropy_with_logits_value_and_grad(
+    labels: ArrayLike,
+    logits: ArrayLike,
+    pos_weight: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    stream=None,
+):
+    """The reduced loss and its gradient with respect to the logits, in one pass.
+
+    What a training step needs: the value of the (weighted, reduced) loss of
+    :func:`weighted_cross_entropy_with_logits` and its gradient, computed
+    together from a single read of the inputs, without the elementwise loss
+    ever being stored. Equal to calling
+    ``weighted_cross_entropy_with_logits(..., weight=weight,
+    reduction=reduction)`` and ``weighted_cross_entropy_with_logits_grad``
+    with the same arguments.
+
+    Parameters
+    ----------
+    labels, logits, pos_weight : array_like
+        As for :func:`weighted_cross_entropy_with_logits`.
+    weight : array_like, optional
+        Per-element sample weights, broadcastable to the logits' shape (one
+        per example, shape ``(N, 1)``, for logits ``(N, C)``). Default: 1.
+    reduction : {'mean', 'sum', 'none'}, optional
+        ``'mean'`` (default): the sum of ``weight * loss`` divided by the
+        number of elements, PyTorch's rule (not by the sum of the weights).
+        ``'sum'``: that sum. ``'none'``: the elementwise ``weight * loss``.
+    stream : optional
+        Only with CUDA arrays: the CUDA stream to run on, as for the loss.
+
+    Returns
+    -------
+    value : scalar, numpy.ndarray or CUDA array
+        The reduced loss as a NumPy scalar of the result dtype (a 0-d array
+        of the logits' kind for CUDA input; ``float(value)`` brings it to the
+        host), or the elementwise array for ``reduction='none'``.
+    grad : numpy.ndarray or CUDA array
+        ``d value / d logits``, with the logits' shape: ``weight * dloss/dx``,
+        divided by the number of elements for ``'mean'``.
+
+    Raises
+    ------
+    ValueError, TypeError, ImportError, RuntimeError
+        As for :func:`weighted_cross_entropy_with_logits`; ``weight`` is
+        checked like ``pos_weight``, and an unknown ``reduction`` raises
+        ValueError.
+
+    See Also
+    --------
+    weighted_cross_entropy_with_logits : the loss alone.
+    weighted_cross_entropy_with_logits_grad : the gradient alone.
+
+    Notes
+    -----
+    The sum is accumulated exactly (float64 partial sums that keep their
+    rounding errors, added with ``math.fsum``) and rounded once: a reduced
+    value is within the elementwise error bound of the exact sum or mean of
+    the computed terms, whatever the number of elements. The gradient of a
+    mean is ``weight * dloss/dx / N`` rounded once, within half an ULP more
+    than the elementwise gradient's bound.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from wce_numba import weighted_cross_entropy_with_logits_value_and_grad
+    >>> labels = np.array([1.0, 0.0, 1.0, 0.0])
+    >>> logits = np.array([2.0, -1.0, -0.5, 3.0])
+    >>> value, grad = weighted_cross_entropy_with_logits_value_and_grad(
+    ...     labels, logits, pos_weight=2.0, weight=[1.0, 1.0, 1.0, 0.5])
+    >>> round(float(value), 6)
+    1.009891
+    >>> np.round(grad, 6)
+    array([-0.059601,  0.067235, -0.31123 ,  0.119072])
+    """
+    _validate.check_reduction(reduction)
+    return _fused(
+        labels, logits, pos_weight, weight, reduction, True, True, None, stream
+    )
