@@ -9,6 +9,7 @@ dask = pytest.importorskip("dask")
 from wce_numba import (  # noqa: E402
     weighted_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits_grad,
+    weighted_cross_entropy_with_logits_value_and_grad,
 )
 
 FUNCTIONS = [
@@ -127,3 +128,57 @@ def test_inputs_are_not_modified():
 
     for array, copy in zip((labels, logits, pos_weight), copies, strict=True):
         np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_reduction_is_lazy_and_equals_the_numpy_reduction(dtype, reduction):
+    labels, logits, pos_weight = _inputs(dtype, shape=(300, 4))
+    weight = np.random.default_rng(1).uniform(0.0, 2.0, (300, 1)).astype(dtype)
+    lazy = {
+        "labels": da.from_array(labels, chunks=(70, 3)),
+        "logits": da.from_array(logits, chunks=(50, 2)),
+        "weight": da.from_array(weight, chunks=(40, 1)),
+    }
+
+    with dask.config.set(scheduler=_refuse_to_compute):
+        result = weighted_cross_entropy_with_logits(
+            lazy["labels"],
+            lazy["logits"],
+            pos_weight,
+            weight=lazy["weight"],
+            reduction=reduction,
+        )
+
+    assert isinstance(result, da.Array) and result.shape == () and result.dtype == dtype
+    expected = weighted_cross_entropy_with_logits(
+        labels, logits, pos_weight, weight=weight, reduction=reduction
+    )
+    # Both add the same terms exactly and round once, except that each
+    # block's sum is rounded to the result dtype first (24 blocks here): at
+    # most one rounding of each partial, relative to a sum of positive terms.
+    np.testing.assert_allclose(
+        result.compute(scheduler="threads"), expected, rtol=2 * np.finfo(dtype).eps
+    )
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_value_and_grad_on_dask_equals_numpy(reduction):
+    labels, logits, pos_weight = _inputs(np.float64, shape=(200, 4))
+    weight = np.linspace(0.5, 1.5, 4)
+
+    value, grad = weighted_cross_entropy_with_logits_value_and_grad(
+        da.from_array(labels, chunks=(60, 4)),
+        da.from_array(logits, chunks=(60, 4)),
+        pos_weight,
+        weight=weight,
+        reduction=reduction,
+    )
+
+    expected_value, expected_grad = weighted_cross_entropy_with_logits_value_and_grad(
+        labels, logits, pos_weight, weight=weight, reduction=reduction
+    )
+    computed_value, computed_grad = dask.compute(value, grad, scheduler="threads")
+    # The gradient of a mean divides by the whole array's size, in each block.
+    np.testing.assert_array_equal(computed_grad, expected_grad)
+    np.testing.assert_allclose(computed_value, expected_value, rtol=2**-52)

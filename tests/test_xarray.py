@@ -8,6 +8,7 @@ xr = pytest.importorskip("xarray")
 from wce_numba import (  # noqa: E402
     weighted_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits_grad,
+    weighted_cross_entropy_with_logits_value_and_grad,
 )
 
 CLASSES = ["cat", "dog", "owl"]
@@ -96,3 +97,27 @@ def test_labels_with_other_dims_are_refused():
 
     with pytest.raises(ValueError, match="labels and logits must have the same dims"):
         weighted_cross_entropy_with_logits(labels.isel(label=0), logits, 2.0)
+
+
+def test_weighted_mean_and_value_and_grad_with_dataarrays():
+    labels, logits = _arrays()
+    per_sample = xr.DataArray(np.linspace(0.5, 2.0, 5), dims="sample")
+
+    mean = weighted_cross_entropy_with_logits(
+        labels, logits, 2.0, weight=per_sample, reduction="mean"
+    )
+    value, grad = weighted_cross_entropy_with_logits_value_and_grad(
+        labels, logits, 2.0, weight=per_sample, reduction="sum"
+    )
+
+    weight = per_sample.values[:, None]
+    assert isinstance(mean, xr.DataArray) and mean.dims == ()
+    assert float(mean) == weighted_cross_entropy_with_logits(
+        labels.values, logits.values, 2.0, weight=weight, reduction="mean"
+    )
+    expected_value, expected_grad = weighted_cross_entropy_with_logits_value_and_grad(
+        labels.values, logits.values, 2.0, weight=weight, reduction="sum"
+    )
+    assert float(value) == expected_value
+    assert grad.dims == logits.dims and grad.coords["label"].values.tolist() == CLASSES
+    np.testing.assert_array_equal(grad.values, expected_grad)
