@@ -114,6 +114,26 @@ def test_inputs_are_not_modified_and_strided_views_work():
         assert torch.equal(tensor, copy)
 
 
+def test_cpu_tensors_reach_the_kernels_without_a_copy(monkeypatch):
+    from wce_numba import api
+
+    labels, logits, pos_weight, _ = _inputs(torch.float32)
+    logits.requires_grad_()
+    seen = {}
+    fused = api.weighted_cross_entropy_with_logits_value_and_grad
+
+    def spy(labels_array, logits_array, pos_weight_array, **options):
+        seen["arrays"] = (labels_array, logits_array, pos_weight_array)
+        return fused(labels_array, logits_array, pos_weight_array, **options)
+
+    monkeypatch.setattr(api, "weighted_cross_entropy_with_logits_value_and_grad", spy)
+    weighted_cross_entropy_with_logits(labels, logits, pos_weight)
+
+    for array, tensor in zip(seen["arrays"], (labels, logits, pos_weight), strict=True):
+        assert isinstance(array, np.ndarray)
+        assert np.shares_memory(array, tensor.detach().numpy())
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
     labels, logits, pos_weight, _ = _inputs(torch.float32)

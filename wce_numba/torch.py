@@ -62,32 +62,22 @@ def _as_tensor(result, like: torch.Tensor) -> torch.Tensor:
 def _value_and_grad(labels, logits, pos_weight, weight, reduction, need_grad):
     """The (reduced) loss, and its gradient in the logits when ``need_grad``.
 
-    Both are computed by the package's kernels on the kernels' inputs (NumPy
-    views or CUDA tensors); sums are accumulated in float64.
+    One fused pass of the package's kernels over the kernels' inputs (NumPy
+    views or CUDA tensors) gives both; CUDA work goes on PyTorch's current
+    stream of the logits' device.
     """
-    on_gpu = isinstance(logits, torch.Tensor)
-    stream = {"stream": torch.cuda.current_stream(logits.device)} if on_gpu else {}
+    options = {"weight": weight, "reduction": reduction}
+    if isinstance(logits, torch.Tensor):
+        options["stream"] = torch.cuda.current_stream(logits.device)
 
-    loss = api.weighted_cross_entropy_with_logits(labels, logits, pos_weight, **stream)
-    grad = None
-    if need_grad:
-        grad = api.weighted_cross_entropy_with_logits_grad(
-            labels, logits, pos_weight, **stream
+    if not need_grad:
+        value = api.weighted_cross_entropy_with_logits(
+            labels, logits, pos_weight, **options
         )
-    if weight is not None:
-        loss = loss * weight
-        grad = None if grad is None else grad * weight
-    if reduction == "none":
-        return loss, grad
-
-    if on_gpu:
-        size, total = loss.numel(), loss.sum(dtype=torch.float64)
-    else:
-        size, total = loss.size, np.sum(loss, dtype=np.float64)
-    if reduction == "mean":
-        total = total / size
-        grad = None if grad is None else grad / size
-    return total, grad
+        return value, None
+    return api.weighted_cross_entropy_with_logits_value_and_grad(
+        labels, logits, pos_weight, **options
+    )
 
 
 class WeightedCrossEntropyWithLogits(torch.autograd.Function):
@@ -175,7 +165,10 @@ def weighted_cross_entropy_with_logits(
     The value is ``torch.nn.functional.binary_cross_entropy_with_logits(
     logits, labels, weight=weight, pos_weight=pos_weight,
     reduction=reduction)`` evaluated without its cancellation, and with the
-    package's accuracy. Sums are accumulated in float64.
+    package's accuracy: the forward pass is one call of
+    :func:`wce_numba.weighted_cross_entropy_with_logits_value_and_grad`
+    (sums accumulated exactly and rounded once), which also gives the
+    gradient that the backward pass scales.
 
     Examples
     --------
