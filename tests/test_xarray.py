@@ -121,3 +121,18 @@ def test_weighted_mean_and_value_and_grad_with_dataarrays():
     assert float(value) == expected_value
     assert grad.dims == logits.dims and grad.coords["label"].values.tolist() == CLASSES
     np.testing.assert_array_equal(grad.values, expected_grad)
+
+
+def test_a_dataset_is_refused_with_a_message_naming_the_argument():
+    labels, logits = _arrays()
+
+    with pytest.raises(TypeError, match="logits must be an xarray DataArray.*Dataset"):
+        weighted_cross_entropy_with_logits(labels, logits.to_dataset(name="x"), 2.0)
+
+
+def test_a_dataarray_weight_alone_has_nothing_to_broadcast_against():
+    labels, logits = _arrays()
+    pos_weight = xr.DataArray([1.0, 2.0, 8.0], dims="label")
+
+    with pytest.raises(TypeError, match="needs labels or logits as DataArrays"):
+        weighted_cross_entropy_with_logits(labels.values, logits.values, pos_weight)

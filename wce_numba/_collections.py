@@ -227,6 +227,12 @@ def _run_xarray(operands, reduction, want_value, want_grad):
 
     from . import api
 
+    for name, value in zip(_NAMES, operands, strict=True):
+        if _package(value) == "xarray" and not isinstance(value, xr.DataArray):
+            raise TypeError(
+                f"{name} must be an xarray DataArray (or an array), got "
+                f"{type(value).__name__}; pass each variable of a Dataset alone"
+            )
     named = {
         name: value
         for name, value in zip(_NAMES, operands, strict=True)
