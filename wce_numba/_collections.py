@@ -95,11 +95,7 @@ def _check(labels, logits, pos_weight, weight) -> np.dtype:
     """The shape and dtype checks of a NumPy call; returns the result's dtype."""
     labels_meta = _meta(labels, "labels")
     logits_meta = _meta(logits, "logits")
-    if labels_meta.shape != logits_meta.shape:
-        raise ValueError(
-            "labels and logits must have the same shape, got labels shape "
-            f"{labels_meta.shape} and logits shape {logits_meta.shape}"
-        )
+    _validate.check_same_shape(labels_meta, logits_meta)
     for name, value in (("pos_weight", pos_weight), ("weight", weight)):
         if value is not None:
             meta = _meta(value, name)
