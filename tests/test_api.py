@@ -679,3 +679,39 @@ def test_result_has_the_logits_shape_and_the_dtype_they_decide(call, quantity):
 
     assert np.shape(result) == logits.shape
     assert result.dtype == expected_dtype(logits.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (1000,), (40, 25)])
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_quick_path_for_small_contiguous_calls_equals_general_path(
+    dtype, shape, quantity
+):
+    # A Python float pos_weight with contiguous arrays takes the quick path
+    # (wce_numba._dispatch.run_quick); a 0-d array pos_weight does not.
+    function = {
+        "loss": weighted_cross_entropy_with_logits,
+        "grad": weighted_cross_entropy_with_logits_grad,
+    }[quantity]
+    rng = np.random.default_rng(11)
+    labels = rng.random(shape).astype(dtype)
+    logits = (5 * rng.standard_normal(shape)).astype(dtype)
+    assert _dispatch.run_quick(quantity, labels, logits, 2.5) is not None
+
+    quick = function(labels, logits, 2.5)
+    general = function(labels, logits, np.array(2.5, dtype=dtype))
+
+    assert quick.dtype == dtype and quick.shape == shape
+    np.testing.assert_array_equal(quick, general)
+
+
+def test_quick_path_still_refuses_a_pos_weight_beyond_float32():
+    labels = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="pos_weight has values beyond the range"):
+        weighted_cross_entropy_with_logits(labels, labels, 1e40)
+
+
+def test_quick_path_still_refuses_stream_for_host_arrays():
+    labels = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="stream= applies only to CUDA arrays"):
+        weighted_cross_entropy_with_logits(labels, labels, 2.0, stream=0)

@@ -188,3 +188,26 @@ def test_plot_has_log2_axis_and_points_in_increasing_pos_weight(tmp_path):
     np.testing.assert_array_equal(precision.get_xdata(), [0.5, 1.0, 4.0])
     np.testing.assert_array_equal(precision.get_ydata(), [0.9, 0.8, 0.6])
     np.testing.assert_array_equal(recall.get_ydata(), [0.6, 0.8, 0.9])
+
+
+def test_noisy_slice_flips_a_share_of_its_labels_only():
+    labels = np.r_[np.ones(100), np.zeros(900)]
+
+    noisy = demo.add_noisy_slice(labels, seed=3)
+
+    changed = noisy.labels != labels
+    assert noisy.in_slice.sum() == round(demo.NOISY_FRACTION * 1000)
+    assert changed.sum() == round(demo.FLIP_RATE * noisy.in_slice.sum())
+    assert not changed[~noisy.in_slice].any()
+    assert labels.sum() == 100  # the clean labels are not modified
+
+
+def test_down_weighting_the_noisy_slice_improves_test_f1(split):
+    # The sample weights reach the loss: with the noisy slice weighted 0.1
+    # the models score better on the clean test labels than with weight 1.
+    pos_weights = [1.0, 4.0]
+    weighted = demo.run_sweep(split, pos_weights, noisy_weight=0.1, epochs=300)
+    unweighted = demo.run_sweep(split, pos_weights, noisy_weight=1.0, epochs=300)
+
+    for low, high in zip(unweighted, weighted, strict=True):
+        assert high.f1 > low.f1

@@ -218,6 +218,51 @@ def _run_loops(quantity: str, prepared: Prepared, out: np.ndarray | None):
     return result[()] if out is None and logits.ndim == 0 else result
 
 
+_QUICK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in _QUICK_DTYPES}
+
+
+def run_quick(quantity: str, labels, logits, pos_weight):
+    """The commonest small call, straight to the one-core loop; else None.
+
+    Two C-contiguous native float32 or float64 arrays of one dtype and shape
+    (not 0-d), fewer elements than ``LOOP_THRESHOLD``, and a finite Python
+    float or int ``pos_weight`` within the dtype's range: every check of the
+    general path is then known to pass, and skipping its conversions saves
+    most of the fixed cost of a call (tens of microseconds against a few).
+    Anything else returns None, and the caller takes the general path, which
+    gives the same result bit for bit.
+    """
+    if type(labels) is not np.ndarray or type(logits) is not np.ndarray:
+        return None
+    dtype = logits.dtype
+    if (
+        labels.dtype != dtype
+        or dtype not in _QUICK_DTYPES
+        or labels.shape != logits.shape
+        or logits.ndim == 0
+        or logits.size >= LOOP_THRESHOLD[dtype]
+        or not (labels.flags.c_contiguous and logits.flags.c_contiguous)
+        or type(pos_weight) not in (float, int)
+        # NaN and infinities fail this too; the general path handles them,
+        # and raises for a finite weight the dtype cannot hold.
+        or not -_LARGEST[dtype] <= pos_weight <= _LARGEST[dtype]
+    ):
+        return None
+    weight = dtype.type(pos_weight)
+
+    from . import _loops
+
+    result = np.empty(logits.shape, dtype)
+    code = _loops.GRAD if quantity == "grad" else _loops.LOSS
+    if logits.ndim == 1:
+        _loops.fill_scalar_weight(code, labels, logits, weight, result)
+    else:
+        flat = (labels.reshape(-1), logits.reshape(-1), weight, result.reshape(-1))
+        _loops.fill_scalar_weight(code, *flat)
+    return result
+
+
 def run_cpu(quantity: str, prepared: Prepared, out: np.ndarray | None):
     """Evaluate ``quantity`` elementwise on the CPU; returns what the ufunc returns.
 

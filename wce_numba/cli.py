@@ -33,14 +33,24 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    return _finite_float(text, allow_zero=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _finite_float(text, allow_zero=True)
+
+
+def _finite_float(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     # NaN fails every comparison, so it is rejected here too.
-    if not (0.0 < value < math.inf):
+    above_zero = value >= 0.0 if allow_zero else value > 0.0
+    if not (above_zero and value < math.inf):
+        kind = "non-negative" if allow_zero else "positive"
         raise argparse.ArgumentTypeError(
-            f"must be a positive finite number, got {text!r}"
+            f"must be a {kind} finite number, got {text!r}"
         )
     return value
 
@@ -84,7 +94,9 @@ def _add_demo(commands) -> None:
             "Train a logistic regression on scikit-learn's digits data as the task "
             '"is this digit a 9?" (about 10% positives), once per pos_weight, by '
             "gradient descent on the weighted cross entropy, and print test "
-            "precision, recall and F1 for each. Needs the demo extra: "
+            "precision, recall and F1 for each. A fifth of the training images "
+            "has 30% of its labels flipped and is down-weighted by a sample "
+            "weight. Needs the demo extra: "
             'pip install "wce_numba[demo]".'
         ),
     )
@@ -97,6 +109,14 @@ def _add_demo(commands) -> None:
         help="the pos_weight values to sweep (default: "
         + " ".join(f"{weight:g}" for weight in demo.DEFAULT_POS_WEIGHTS)
         + ")",
+    )
+    parser.add_argument(
+        "--noisy-weight",
+        type=_non_negative_float,
+        default=demo.DEFAULT_NOISY_WEIGHT,
+        metavar="W",
+        help="sample weight of the training slice with noisy labels; 1 treats "
+        "it like the rest (default: %(default)s)",
     )
     parser.add_argument(
         "--epochs",
@@ -147,8 +167,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     rows = demo.run_sweep(
         split,
         args.pos_weights,
+        noisy_weight=args.noisy_weight,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
+        seed=args.seed,
         progress=not args.no_progress,
     )
 
@@ -157,6 +179,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"Task:  is this digit a {demo.POSITIVE_DIGIT}? (scikit-learn's digits)\n"
         f"Data:  {len(split.train_labels)} training and {len(split.test_labels)} "
         f"test images, {n_test_positives} positives in test\n"
+        f"Noise: {demo.FLIP_RATE:.0%} of the labels flipped in "
+        f"{demo.NOISY_FRACTION:.0%} of the training images, which get sample "
+        f"weight {args.noisy_weight:g}\n"
         f"Model: logistic regression, {args.epochs} gradient descent epochs at "
         f"learning rate {args.learning_rate:g}\n"
     )
