@@ -97,3 +97,12 @@ def max_ulp_error(function, exact_function, labels, logits, pos_weight) -> float
         ),
         default=0.0,
     )
+
+
+def exact_hess(labels, logits, pos_weight) -> mpmath.mpf:
+    """(1 - z + q z) sigmoid(x) sigmoid(-x) at the given floats, exactly."""
+    with mpmath.workprec(PRECISION_BITS):
+        z, x, q = (mpmath.mpf(float(v)) for v in (labels, logits, pos_weight))
+        if any(mpmath.isnan(v) for v in (z, x, q)):
+            return mpmath.mpf("nan")
+        return (1 - z + q * z) * _sigmoid(x) * _sigmoid(-x)

@@ -5,8 +5,13 @@ The public API is re-exported here; everything else lives in private modules:
 ``_intrinsics`` (the primitives it uses), ``_ufuncs`` (ufunc builders per
 target), ``_loops`` (contiguous CPU loops), ``_validate`` (argument checks),
 ``_fused`` (the one-pass weighted, reduced loss and gradient), ``_dispatch``
-(how a CPU call runs), ``_device`` and ``_cuda`` (the GPU path)
-and ``api`` (the documented functions).
+(how a CPU call runs), ``_device`` and ``_cuda`` (the GPU path),
+``_collections`` (Dask and xarray arguments), ``_objective`` (the fused
+gradient-and-hessian loop) and ``api`` (the documented functions).
+
+Integrations are public modules of their own, imported on demand and never
+by ``import wce_numba``: ``wce_numba.torch`` (PyTorch autograd) and
+``wce_numba.boosting`` (XGBoost and LightGBM objectives).
 """
 
 from .api import (

@@ -226,3 +226,43 @@ def loss_grad(labels, logits, pos_weight):
     small_plain = fdiv(small_numerator_hi, denominator_hi)
     plain = select(nonnegative, large_plain - small_plain, small_plain - large_plain)
     return select(math.isnan(result), plain, result)
+
+
+def loss_hess(labels, logits, pos_weight):
+    """Second derivative of ``loss`` with respect to the logits, for one element.
+
+    ``d^2 loss / dx^2 = l sigmoid(x) sigmoid(-x)`` with l = 1 - z + q z. The
+    product of the sigmoids is even in x: with e = exp(-|x|) <= 1 it is
+    ``e / (1 + e)^2``, where nothing overflows and nothing cancels. ``l`` and
+    ``1 + e`` are double-word values, the square is formed exactly enough
+    with a two-product, and one division rounds the result. Where exp(-|x|)
+    is subnormal, l exp(-|x|) is formed from exp(-|x|/2) twice (as in the
+    gradient) and the denominator is 1. 0 at infinite logits for a finite l;
+    NaN in any input gives NaN.
+    """
+    one = type(logits)(1)
+    two = type(logits)(2)
+    magnitude = abs(logits)
+
+    negative_hi, negative_lo = two_sum(one, -labels)
+    positive_hi, positive_lo = switched_product(pos_weight, labels)
+    total_hi, total_error = two_sum(negative_hi, positive_hi)
+    total_lo = total_error + (negative_lo + positive_lo)
+
+    big, argument = _halved(magnitude)
+    e_hi, e_lo = exp_neg(argument)
+    sum_hi, sum_lo = fast_two_sum(one, e_hi)
+    base_hi = select(big, one, sum_hi)
+    base_lo = select(big, e_hi * e_hi, sum_lo + e_lo)
+    # (1 + e)^2 = base_hi^2 + 2 base_hi base_lo, the base_lo^2 term being
+    # below the double-word's precision.
+    square_hi, square_error = two_product(base_hi, base_hi)
+    square_lo = square_error + two * base_hi * base_lo
+
+    numerator_hi, numerator_lo = _scaled_exp(total_hi, total_lo, big, e_hi, e_lo)
+    result = divide(numerator_hi, numerator_lo, square_hi, square_lo)
+
+    # An infinite l (pos_weight = inf) makes the unguarded error terms NaN;
+    # the leading parts alone then give the limit, inf.
+    plain = fdiv(numerator_hi, square_hi)
+    return select(math.isnan(result), plain, result)

@@ -119,12 +119,7 @@ def prepare(labels, logits, pos_weight) -> Prepared:
     logits = as_real_array(logits, "logits")
     pos_weight = as_real_array(pos_weight, "pos_weight")
 
-    # As in TensorFlow, labels and logits never broadcast against each other.
-    if labels.shape != logits.shape:
-        raise ValueError(
-            "labels and logits must have the same shape, got labels shape "
-            f"{labels.shape} and logits shape {logits.shape}"
-        )
+    check_same_shape(labels, logits)
     check_broadcasts_to(pos_weight, logits.shape, "pos_weight")
 
     compute_dtype, result_dtype = result_dtypes(logits)
@@ -134,6 +129,18 @@ def prepare(labels, logits, pos_weight) -> Prepared:
         pos_weight=cast(pos_weight, compute_dtype, "pos_weight"),
         result_dtype=result_dtype,
     )
+
+
+def check_same_shape(labels, logits) -> None:
+    """ValueError unless labels and logits have one shape.
+
+    As in TensorFlow, labels and logits never broadcast against each other.
+    """
+    if labels.shape != logits.shape:
+        raise ValueError(
+            "labels and logits must have the same shape, got labels shape "
+            f"{labels.shape} and logits shape {logits.shape}"
+        )
 
 
 def prepare_weight(weight, prepared: Prepared) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _device, _dispatch, _validate
+from . import _collections, _device, _dispatch, _validate
 from ._typing import ArrayLike
 
 
@@ -39,6 +39,10 @@ def _loss_or_grad(
 
 def _elementwise(quantity: str, labels, logits, pos_weight, out, stream):
     """Validate, choose the compiled ufunc, compute, and return in the right dtype."""
+    if _collections.is_collection(labels, logits, pos_weight):
+        return _collections.elementwise(
+            quantity, labels, logits, pos_weight, out, stream
+        )
     if any(_device.is_device_array(a) for a in (labels, logits, pos_weight, out)):
         return _device.run(quantity, labels, logits, pos_weight, out, stream)
     _device.stream_argument(stream, labels, logits, pos_weight)
@@ -81,6 +85,10 @@ def _fused(
     array, or for a reduced loss a 0-d array.
     """
     arguments = (labels, logits, pos_weight, weight, out)
+    if _collections.is_collection(*arguments):
+        return _collections.fused(
+            *arguments[:4], reduction, want_value, want_grad, out, stream
+        )
     if any(_device.is_device_array(a) for a in arguments):
         return _device.run_fused(
             labels,
