@@ -1,4 +1,4 @@
-"""The compiled kernels: float32 stays float32, the ufuncs have the right loops."""
+"""The compiled kernels: float32 stays float32 where it must, the ufuncs' loops."""
 
 import os
 import subprocess
@@ -10,10 +10,12 @@ import pytest
 
 from wce_numba import _ufuncs
 
-# Compiles each kernel for float32 as a C callback and counts the `double`
-# tokens in its LLVM IR. NUMBA_OPT=0 keeps LLVM from folding a promotion away
-# (max(x, 0.0) on a float32 compiles to fpext/fptrunc pairs that the optimiser
-# would otherwise remove), so any float64 literal or promotion shows up.
+# Compiles each native kernel (the one CUDA compiles; on the CPU, float32 is
+# computed in float64 on purpose, by the widened kernels) for float32 as a C
+# callback and counts the `double` tokens in its LLVM IR. NUMBA_OPT=0 keeps
+# LLVM from folding a promotion away (max(x, 0.0) on a float32 compiles to
+# fpext/fptrunc pairs that the optimiser would otherwise remove), so any
+# float64 literal or promotion shows up. test_cuda_ptx checks the PTX itself.
 IR_SCRIPT = textwrap.dedent(
     """
     import re, sys
@@ -24,8 +26,8 @@ IR_SCRIPT = textwrap.dedent(
     def promoted(labels, logits, pos_weight):
         return max(-logits, 0.0)
 
-    kernels = {"loss": _kernels.loss, "grad": _kernels.loss_grad,
-               "promoted": promoted}
+    kernels = {"loss": _kernels.native_loss, "grad": _kernels.native_loss_grad,
+               "wide": _kernels.loss, "promoted": promoted}
     for name, kernel in kernels.items():
         compiled = numba.cfunc(float32(float32, float32, float32))(kernel)
         ir = compiled.inspect_llvm()
@@ -50,7 +52,7 @@ def double_counts():
 
 
 @pytest.mark.parametrize("kernel", ["loss", "grad"])
-def test_float32_kernel_has_no_double_operation(double_counts, kernel):
+def test_float32_native_kernel_has_no_double_operation(double_counts, kernel):
     assert double_counts[kernel] == 0
 
 
@@ -58,6 +60,11 @@ def test_ir_check_detects_a_float64_literal(double_counts):
     # The same check on a kernel with a bare 0.0 literal must find doubles,
     # or the two tests above prove nothing.
     assert double_counts["promoted"] > 0
+
+
+def test_float32_kernel_on_the_cpu_is_computed_in_float64(double_counts):
+    # The routing in _kernels picks the widened kernel for the CPU target.
+    assert double_counts["wide"] > 0
 
 
 @pytest.mark.parametrize("quantity", ["loss", "grad"])
