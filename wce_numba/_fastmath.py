@@ -130,45 +130,37 @@ def _constants(dtype):
     )
 
 
-def _horner(coefficients):
-    """A jitable ``p(x) = c0 + c1 x + ...`` with FMA, unrolled in the source."""
-    names = [f"c{i}" for i in range(len(coefficients))]
-    body = names[-1]
-    for name in reversed(names[:-1]):
-        body = f"fma(x, {body}, {name})"
-    namespace = dict(zip(names, coefficients, strict=True), fma=fma)
-    exec(f"def poly(x):\n    return {body}\n", namespace)  # noqa: S102
-    return register_jitable(forceinline=True)(namespace["poly"])
-
-
 def _estrin(coefficients):
     """A jitable ``p(x) = c0 + c1 x + ...`` by Estrin's scheme, with FMA.
 
     Pairs ``c_2i + c_2i+1 x`` are combined with x^2, those pairs with x^4,
-    and so on: the same number of operations as Horner's rule, but a chain
-    of about log2(degree) dependent FMAs instead of degree, so that the
-    processor can overlap far more of the work of one element.
+    and so on, unrolled in the source: Horner's FMAs plus the few squarings,
+    but a chain of about log2(degree) dependent FMAs instead of degree. The
+    loops run several elements' chains at once only as far as the
+    processor's scheduler holds them, so short chains are what let the
+    vectorized loops reach the FMA units' throughput.
     """
-    names = [f"c{i}" for i in range(len(coefficients))]
+    terms = [f"c{i}" for i in range(len(coefficients))]
     lines = ["def poly(x):"]
-    terms = names
     power = "x"
     level = 0
     while len(terms) > 1:
         level += 1
-        pairs = []
-        for index in range(0, len(terms), 2):
-            if index + 1 < len(terms):
-                pairs.append(f"fma({power}, {terms[index + 1]}, {terms[index]})")
-            else:
-                pairs.append(terms[index])
-        names_here = [f"t{level}_{i}" for i in range(len(pairs))]
-        lines += [f"    {n} = {p}" for n, p in zip(names_here, pairs, strict=True)]
-        if len(pairs) > 1:
+        combined = []
+        for index in range(0, len(terms) - 1, 2):
+            name = f"t{level}_{index // 2}"
+            lines.append(
+                f"    {name} = fma({power}, {terms[index + 1]}, {terms[index]})"
+            )
+            combined.append(name)
+        if len(terms) % 2:
+            combined.append(terms[-1])
+        if len(combined) > 1:
             lines.append(f"    x{level} = {power} * {power}")
             power = f"x{level}"
-        terms = names_here
+        terms = combined
     lines.append(f"    return {terms[0]}")
+    names = [f"c{i}" for i in range(len(coefficients))]
     namespace = dict(zip(names, coefficients, strict=True), fma=fma)
     exec("\n".join(lines) + "\n", namespace)  # noqa: S102
     return register_jitable(forceinline=True)(namespace["poly"])
@@ -176,8 +168,8 @@ def _estrin(coefficients):
 
 def _make_cpu_primitives(dtype):
     k = _constants(dtype)
-    exp_p = _horner(_EXP_P[dtype])
-    log_q = _horner(_LOG_Q[dtype])
+    exp_p = _estrin(_EXP_P[dtype])
+    log_q = _estrin(_LOG_Q[dtype])
     zero, one, two, half = dtype(0), dtype(1), dtype(2), dtype(0.5)
     third = dtype(1 / 3)
     # e^4/4 < 2^-p e / 20 for e below: f32 2^-9, f64 2^-20.
