@@ -1,22 +1,27 @@
-"""Vectorizable ``exp(-m)`` and ``log1p(e)`` for the CPU kernels, in double-word.
+"""Vectorizable ``exp(-m)`` and ``log1p(e)`` for the CPU kernels.
 
 llvmlite 0.50's LLVM has no vector math library (SVML), so ``math.exp`` and
 ``math.log1p`` compile to scalar libm calls, and a loop that calls them does
 not vectorize. The primitives here use only arithmetic, ``llvm.fma``, integer
 operations on the bits and selects, which LLVM's loop vectorizer turns into
-packed AVX-512/AVX2 code. Each returns its value as an unevaluated sum
-``hi + lo`` accurate to well under one ULP, so that the kernels can carry the
-error of the transcendental functions below their final rounding.
+packed AVX-512/AVX2 code. Two sets:
 
-Routing per target: the public names (``exp_neg``, ``log1p_dw``) are plain
-functions with two Numba overloads. The generic
-overload keeps ``math.exp``/``math.log1p`` (so CUDA kernels keep CUDA's own
-functions); the ``target='cpu'`` overload, which takes precedence on the
-``cpu`` and ``parallel`` targets, uses the polynomial code. Every constant is
-a NumPy scalar of the argument's dtype: no float64 appears in float32 code.
+* float64 in double-word (``exp_neg``, ``log1p_dw``): each returns its value
+  as an unevaluated sum ``hi + lo`` accurate to well under one ULP, so that
+  the float64 kernels can carry the error of the transcendental functions
+  below their final rounding.
+* plain float64 (``exp_neg_wide``, ``log1p_wide``), within about 1e-10, for
+  the float32 kernels, which the CPU computes in float64 (see ``_kernels``).
 
-Algorithms (both dtypes, coefficients from ``fit.py``: Chebyshev
-interpolation in mpmath at 300 bits, then rounded to the dtype):
+Routing per target: ``exp_neg`` and ``log1p_dw`` are plain functions with two
+Numba overloads. The generic overload keeps ``math.exp``/``math.log1p`` (so
+CUDA kernels keep CUDA's own functions, in float32 for float32); the
+``target='cpu'`` overload, which takes precedence on the ``cpu`` and
+``parallel`` targets, uses the polynomial code for float64 and declines other
+types, which then get the generic overload.
+
+Algorithms of the double-word set (coefficients: Chebyshev interpolation in
+mpmath at 300 bits, then rounded to float64, p = 52):
 
 exp(-m), m >= 0:
     n = round(m / ln2) by the shifter trick t = fma(m, 1/ln2, 1.5 * 2^p),
@@ -49,75 +54,49 @@ from ._intrinsics import (
 from ._intrinsics import two_sum as two_sum_finite
 
 # ---------------------------------------------------------------------------
-# Per-dtype constants. Coefficients: see fit.py (max abs error of P on
-# |x| <= ln2/2: f32 4.5e-9, f64 2.5e-18; of Q on [0, 0.02947]: f32 2.0e-7,
-# f64 3.2e-16; both far below the dtype's ULP once multiplied by x^2 or s^3).
+# float64 double-word set. Max abs error of P on |x| <= ln2/2: 2.5e-18; of Q
+# on [0, 0.02947]: 3.2e-16; both far below an ULP once multiplied by x^2 or
+# s^3.
 
 
 def _f64(hexes):
     return tuple(np.float64(float.fromhex(h)) for h in hexes)
 
 
-def _f32(hexes):
-    return tuple(np.float32(float.fromhex(h)) for h in hexes)
+_EXP_P = _f64(
+    [
+        "0x1.0000000000000p-1",
+        "0x1.5555555555557p-3",
+        "0x1.5555555555556p-5",
+        "0x1.11111111100cep-7",
+        "0x1.6c16c16c162ccp-10",
+        "0x1.a01a01abef415p-13",
+        "0x1.a01a01a6dcaffp-16",
+        "0x1.71de021a90822p-19",
+        "0x1.27e4db57442fbp-22",
+        "0x1.af4e196027428p-26",
+        "0x1.1f731ea5352cap-29",
+    ]
+)
+_LOG_Q = _f64(
+    [
+        "0x1.5555555555558p-1",
+        "0x1.9999999995273p-2",
+        "0x1.2492492dfd86cp-2",
+        "0x1.c71c62d5e53e0p-3",
+        "0x1.7462b91b8df65p-3",
+        "0x1.39fdcceb4bb45p-3",
+        "0x1.2b5f68a50d903p-3",
+    ]
+)
 
 
-_EXP_P = {
-    np.float32: _f32(
-        [
-            "0x1.0000000000000p-1",
-            "0x1.5555560000000p-3",
-            "0x1.5554e80000000p-5",
-            "0x1.1110e00000000p-7",
-            "0x1.6d43620000000p-10",
-            "0x1.a125280000000p-13",
-        ]
-    ),
-    np.float64: _f64(
-        [
-            "0x1.0000000000000p-1",
-            "0x1.5555555555557p-3",
-            "0x1.5555555555556p-5",
-            "0x1.11111111100cep-7",
-            "0x1.6c16c16c162ccp-10",
-            "0x1.a01a01abef415p-13",
-            "0x1.a01a01a6dcaffp-16",
-            "0x1.71de021a90822p-19",
-            "0x1.27e4db57442fbp-22",
-            "0x1.af4e196027428p-26",
-            "0x1.1f731ea5352cap-29",
-        ]
-    ),
-}
-_LOG_Q = {
-    np.float32: _f32(
-        ["0x1.55555c0000000p-1", "0x1.997c220000000p-2", "0x1.2ee8c80000000p-2"]
-    ),
-    np.float64: _f64(
-        [
-            "0x1.5555555555558p-1",
-            "0x1.9999999995273p-2",
-            "0x1.2492492dfd86cp-2",
-            "0x1.c71c62d5e53e0p-3",
-            "0x1.7462b91b8df65p-3",
-            "0x1.39fdcceb4bb45p-3",
-            "0x1.2b5f68a50d903p-3",
-        ]
-    ),
-}
-
-
-def _constants(dtype):
+def _constants():
+    dtype = np.float64
     finfo = np.finfo(dtype)
-    if dtype is np.float32:
-        ln2_hi = np.float32(math.log(2))
-        # ln2 - ln2_hi to float32 precision (the double ln2 is exact enough).
-        ln2_lo = np.float32(np.float64(math.log(2)) - np.float64(ln2_hi))
-        clamp = 104.0  # exp(-104) < 2^-150: rounds to 0
-    else:
-        ln2_hi = np.float64(float.fromhex("0x1.62e42fefa39efp-1"))
-        ln2_lo = np.float64(float.fromhex("0x1.abc9e3b39803fp-56"))
-        clamp = 746.0  # exp(-746) < 2^-1075: rounds to 0
+    ln2_hi = np.float64(float.fromhex("0x1.62e42fefa39efp-1"))
+    ln2_lo = np.float64(float.fromhex("0x1.abc9e3b39803fp-56"))
+    clamp = 746.0  # exp(-746) < 2^-1075: rounds to 0
     return dict(
         ln2_hi=ln2_hi,
         ln2_lo=ln2_lo,
@@ -166,14 +145,15 @@ def _estrin(coefficients):
     return register_jitable(forceinline=True)(namespace["poly"])
 
 
-def _make_cpu_primitives(dtype):
-    k = _constants(dtype)
-    exp_p = _estrin(_EXP_P[dtype])
-    log_q = _estrin(_LOG_Q[dtype])
+def _make_cpu_primitives():
+    dtype = np.float64
+    k = _constants()
+    exp_p = _estrin(_EXP_P)
+    log_q = _estrin(_LOG_Q)
     zero, one, two, half = dtype(0), dtype(1), dtype(2), dtype(0.5)
     third = dtype(1 / 3)
-    # e^4/4 < 2^-p e / 20 for e below: f32 2^-9, f64 2^-20.
-    tiny_limit = dtype(2.0**-9) if dtype is np.float32 else dtype(2.0**-20)
+    # e^4/4 < 2^-p e / 20 for e below 2^-20.
+    tiny_limit = dtype(2.0**-20)
     ln2_hi, ln2_lo, inv_ln2 = k["ln2_hi"], k["ln2_lo"], k["inv_ln2"]
     shifter, clamp, sqrt2 = k["shifter"], k["clamp"], k["sqrt2"]
     bias, mantissa = k["bias"], k["mantissa"]
@@ -238,7 +218,7 @@ def _make_cpu_primitives(dtype):
     return exp_neg_cpu, log1p_dw_cpu
 
 
-_CPU = {dtype: _make_cpu_primitives(dtype) for dtype in (np.float32, np.float64)}
+_EXP_NEG_CPU, _LOG1P_DW_CPU = _make_cpu_primitives()
 
 
 # ---------------------------------------------------------------------------
@@ -281,7 +261,7 @@ _WIDE_LOG1P_RATIO = _f64(
 )
 _wide_exp_poly = _estrin(_WIDE_EXP)
 _wide_log1p_ratio_poly = _estrin(_WIDE_LOG1P_RATIO)
-_WIDE = _constants(np.float64)
+_WIDE = _constants()
 _WIDE_LN2 = np.float64(math.log(2))
 _WIDE_INV_LN2 = _WIDE["inv_ln2"]
 _WIDE_SHIFTER = _WIDE["shifter"]
@@ -321,14 +301,6 @@ def log1p_wide(e):
     return e * _wide_log1p_ratio_poly(e)
 
 
-def _dtype_of(numba_type):
-    if numba_type == types.float32:
-        return np.float32
-    if numba_type == types.float64:
-        return np.float64
-    return None
-
-
 # ---------------------------------------------------------------------------
 # Public primitives with per-target overloads.
 
@@ -352,11 +324,9 @@ def _exp_neg_generic(m):
 
 @overload(exp_neg, target="cpu")
 def _exp_neg_cpu(m):
-    dtype = _dtype_of(m)
-    if dtype is None:
+    if m != types.float64:
         return None
-    impl = _CPU[dtype][0]
-    return lambda m: impl(m)
+    return lambda m: _EXP_NEG_CPU(m)
 
 
 @overload(log1p_dw, target="generic")
@@ -371,8 +341,6 @@ def _log1p_dw_generic(e_hi, e_lo):
 
 @overload(log1p_dw, target="cpu")
 def _log1p_dw_cpu(e_hi, e_lo):
-    dtype = _dtype_of(e_hi)
-    if dtype is None or e_hi != e_lo:
+    if not e_hi == e_lo == types.float64:
         return None
-    impl = _CPU[dtype][1]
-    return lambda e_hi, e_lo: impl(e_hi, e_lo)
+    return lambda e_hi, e_lo: _LOG1P_DW_CPU(e_hi, e_lo)
