@@ -267,10 +267,11 @@ def widened_loss(labels, logits, pos_weight):
 
     Every float32 input is exact in float64, and no product of them
     overflows or turns subnormal there, so no double-word pairs and no
-    guards are needed: ``c m + l L`` in float64 with ``L`` within 2e-10
-    relative error (``_fastmath.log1p_wide``) has a relative error below
-    3e-10, which the final rounding to float32 turns into at most 0.5 ULP +
-    0.005 ULP. The float32 CUDA kernels stay in float32 (``native_loss``).
+    guards are needed: ``c m + l L`` in float64 with ``L`` within 9e-10
+    relative error (``_fastmath.log1p_wide`` of ``exp_neg_wide``, 6e-11) has
+    a relative error below 1e-9, which the final rounding to float32 turns
+    into at most 0.5 ULP + 0.017 ULP. The float32 CUDA kernels stay in
+    float32 (``native_loss``).
     """
     negative, positive = _widened_coefficients(labels, pos_weight)
     x = np.float64(logits)
