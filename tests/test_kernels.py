@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from wce_numba import _ufuncs
+from wce_numba import _loops, _ufuncs
 
 # Compiles each native kernel (the one CUDA compiles; on the CPU, float32 is
 # computed in float64 on purpose, by the widened kernels) for float32 as a C
@@ -86,6 +86,41 @@ def test_cpu_and_parallel_ufuncs_agree_bit_for_bit(quantity):
     parallel = _ufuncs.cpu_ufunc(quantity, "parallel")(z, x, 2.0)
 
     np.testing.assert_array_equal(serial, parallel)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_contiguous_loops_agree_with_the_ufunc_bit_for_bit(quantity, dtype):
+    # The loops run the kernel vectorized, the ufunc one element at a time;
+    # both compile the same kernel, so every bit must match, at special
+    # values too. 1001 elements leave a remainder after the vector body.
+    rng = np.random.default_rng(9)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 800.0, -800.0]
+    x = np.concatenate([rng.normal(0, 30, 1001 - len(special)), special])
+    z = rng.choice([0.0, 1.0, 0.3, 1e-8, np.nan], x.size)
+    q = rng.choice([0.0, 2.0, 1e6, np.inf, np.nan], x.size)
+    z, x, q = (v.astype(dtype) for v in (z, x, q))
+    code = _loops.GRAD if quantity == "grad" else _loops.LOSS
+    ufunc = _ufuncs.cpu_ufunc(quantity, "cpu")
+    with_array, with_scalar = np.empty_like(x), np.empty_like(x)
+
+    with np.errstate(invalid="ignore"):  # NaN inputs give NaN, as they should
+        _loops.fill_array_weight(code, z, x, q, with_array)
+        _loops.fill_scalar_weight(code, z, x, dtype(3), with_scalar)
+        expected = ufunc(z, x, q)
+        expected_scalar = ufunc(z, x, dtype(3))
+
+    assert_same_bits(with_array, expected)
+    assert_same_bits(with_scalar, expected_scalar)
+
+
+def assert_same_bits(result, expected):
+    """Equal bits, NaN matching NaN (the sign of a NaN carries no meaning)."""
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(
+        result[numbers].view(np.uint8), expected[numbers].view(np.uint8)
+    )
 
 
 @pytest.mark.parametrize("target", ["cpu", "parallel"])
