@@ -1,4 +1,4 @@
-"""The compiled kernels: float32 stays float32, the ufuncs have the right loops."""
+"""The compiled kernels: float32 stays float32 where it must, the ufuncs' loops."""
 
 import os
 import subprocess
@@ -8,12 +8,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from wce_numba import _ufuncs
+from wce_numba import _loops, _ufuncs
 
-# Compiles each kernel for float32 as a C callback and counts the `double`
-# tokens in its LLVM IR. NUMBA_OPT=0 keeps LLVM from folding a promotion away
-# (max(x, 0.0) on a float32 compiles to fpext/fptrunc pairs that the optimiser
-# would otherwise remove), so any float64 literal or promotion shows up.
+# Compiles each native kernel (the one CUDA compiles; on the CPU, float32 is
+# computed in float64 on purpose, by the widened kernels) for float32 as a C
+# callback and counts the `double` tokens in its LLVM IR. NUMBA_OPT=0 keeps
+# LLVM from folding a promotion away (max(x, 0.0) on a float32 compiles to
+# fpext/fptrunc pairs that the optimiser would otherwise remove), so any
+# float64 literal or promotion shows up. test_cuda_ptx checks the PTX itself.
 IR_SCRIPT = textwrap.dedent(
     """
     import re, sys
@@ -24,8 +26,8 @@ IR_SCRIPT = textwrap.dedent(
     def promoted(labels, logits, pos_weight):
         return max(-logits, 0.0)
 
-    kernels = {"loss": _kernels.loss, "grad": _kernels.loss_grad,
-               "promoted": promoted}
+    kernels = {"loss": _kernels.native_loss, "grad": _kernels.native_loss_grad,
+               "wide": _kernels.loss, "promoted": promoted}
     for name, kernel in kernels.items():
         compiled = numba.cfunc(float32(float32, float32, float32))(kernel)
         ir = compiled.inspect_llvm()
@@ -50,7 +52,7 @@ def double_counts():
 
 
 @pytest.mark.parametrize("kernel", ["loss", "grad"])
-def test_float32_kernel_has_no_double_operation(double_counts, kernel):
+def test_float32_native_kernel_has_no_double_operation(double_counts, kernel):
     assert double_counts[kernel] == 0
 
 
@@ -58,6 +60,11 @@ def test_ir_check_detects_a_float64_literal(double_counts):
     # The same check on a kernel with a bare 0.0 literal must find doubles,
     # or the two tests above prove nothing.
     assert double_counts["promoted"] > 0
+
+
+def test_float32_kernel_on_the_cpu_is_computed_in_float64(double_counts):
+    # The routing in _kernels picks the widened kernel for the CPU target.
+    assert double_counts["wide"] > 0
 
 
 @pytest.mark.parametrize("quantity", ["loss", "grad"])
@@ -79,6 +86,41 @@ def test_cpu_and_parallel_ufuncs_agree_bit_for_bit(quantity):
     parallel = _ufuncs.cpu_ufunc(quantity, "parallel")(z, x, 2.0)
 
     np.testing.assert_array_equal(serial, parallel)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_contiguous_loops_agree_with_the_ufunc_bit_for_bit(quantity, dtype):
+    # The loops run the kernel vectorized, the ufunc one element at a time;
+    # both compile the same kernel, so every bit must match, at special
+    # values too. 1001 elements leave a remainder after the vector body.
+    rng = np.random.default_rng(9)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 800.0, -800.0]
+    x = np.concatenate([rng.normal(0, 30, 1001 - len(special)), special])
+    z = rng.choice([0.0, 1.0, 0.3, 1e-8, np.nan], x.size)
+    q = rng.choice([0.0, 2.0, 1e6, np.inf, np.nan], x.size)
+    z, x, q = (v.astype(dtype) for v in (z, x, q))
+    code = _loops.GRAD if quantity == "grad" else _loops.LOSS
+    ufunc = _ufuncs.cpu_ufunc(quantity, "cpu")
+    with_array, with_scalar = np.empty_like(x), np.empty_like(x)
+
+    with np.errstate(invalid="ignore"):  # NaN inputs give NaN, as they should
+        _loops.fill_array_weight(code, z, x, q, with_array)
+        _loops.fill_scalar_weight(code, z, x, dtype(3), with_scalar)
+        expected = ufunc(z, x, q)
+        expected_scalar = ufunc(z, x, dtype(3))
+
+    assert_same_bits(with_array, expected)
+    assert_same_bits(with_scalar, expected_scalar)
+
+
+def assert_same_bits(result, expected):
+    """Equal bits, NaN matching NaN (the sign of a NaN carries no meaning)."""
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(
+        result[numbers].view(np.uint8), expected[numbers].view(np.uint8)
+    )
 
 
 @pytest.mark.parametrize("target", ["cpu", "parallel"])

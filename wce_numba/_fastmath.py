@@ -1,22 +1,27 @@
-"""Vectorizable ``exp(-m)`` and ``log1p(e)`` for the CPU kernels, in double-word.
+"""Vectorizable ``exp(-m)`` and ``log1p(e)`` for the CPU kernels.
 
 llvmlite 0.50's LLVM has no vector math library (SVML), so ``math.exp`` and
 ``math.log1p`` compile to scalar libm calls, and a loop that calls them does
 not vectorize. The primitives here use only arithmetic, ``llvm.fma``, integer
 operations on the bits and selects, which LLVM's loop vectorizer turns into
-packed AVX-512/AVX2 code. Each returns its value as an unevaluated sum
-``hi + lo`` accurate to well under one ULP, so that the kernels can carry the
-error of the transcendental functions below their final rounding.
+packed AVX-512/AVX2 code. Two sets:
 
-Routing per target: the public names (``exp_neg``, ``log1p_dw``) are plain
-functions with two Numba overloads. The generic
-overload keeps ``math.exp``/``math.log1p`` (so CUDA kernels keep CUDA's own
-functions); the ``target='cpu'`` overload, which takes precedence on the
-``cpu`` and ``parallel`` targets, uses the polynomial code. Every constant is
-a NumPy scalar of the argument's dtype: no float64 appears in float32 code.
+* float64 in double-word (``exp_neg``, ``log1p_dw``): each returns its value
+  as an unevaluated sum ``hi + lo`` accurate to well under one ULP, so that
+  the float64 kernels can carry the error of the transcendental functions
+  below their final rounding.
+* plain float64 (``exp_neg_wide``, ``log1p_wide``), within about 1e-10, for
+  the float32 kernels, which the CPU computes in float64 (see ``_kernels``).
 
-Algorithms (both dtypes, coefficients from ``fit.py``: Chebyshev
-interpolation in mpmath at 300 bits, then rounded to the dtype):
+Routing per target: ``exp_neg`` and ``log1p_dw`` are plain functions with two
+Numba overloads. The generic overload keeps ``math.exp``/``math.log1p`` (so
+CUDA kernels keep CUDA's own functions, in float32 for float32); the
+``target='cpu'`` overload, which takes precedence on the ``cpu`` and
+``parallel`` targets, uses the polynomial code for float64 and declines other
+types, which then get the generic overload.
+
+Algorithms of the double-word set (coefficients: Chebyshev interpolation in
+mpmath at 300 bits, then rounded to float64, p = 52):
 
 exp(-m), m >= 0:
     n = round(m / ln2) by the shifter trick t = fma(m, 1/ln2, 1.5 * 2^p),
@@ -49,75 +54,49 @@ from ._intrinsics import (
 from ._intrinsics import two_sum as two_sum_finite
 
 # ---------------------------------------------------------------------------
-# Per-dtype constants. Coefficients: see fit.py (max abs error of P on
-# |x| <= ln2/2: f32 4.5e-9, f64 2.5e-18; of Q on [0, 0.02947]: f32 2.0e-7,
-# f64 3.2e-16; both far below the dtype's ULP once multiplied by x^2 or s^3).
+# float64 double-word set. Max abs error of P on |x| <= ln2/2: 2.5e-18; of Q
+# on [0, 0.02947]: 3.2e-16; both far below an ULP once multiplied by x^2 or
+# s^3.
 
 
 def _f64(hexes):
     return tuple(np.float64(float.fromhex(h)) for h in hexes)
 
 
-def _f32(hexes):
-    return tuple(np.float32(float.fromhex(h)) for h in hexes)
+_EXP_P = _f64(
+    [
+        "0x1.0000000000000p-1",
+        "0x1.5555555555557p-3",
+        "0x1.5555555555556p-5",
+        "0x1.11111111100cep-7",
+        "0x1.6c16c16c162ccp-10",
+        "0x1.a01a01abef415p-13",
+        "0x1.a01a01a6dcaffp-16",
+        "0x1.71de021a90822p-19",
+        "0x1.27e4db57442fbp-22",
+        "0x1.af4e196027428p-26",
+        "0x1.1f731ea5352cap-29",
+    ]
+)
+_LOG_Q = _f64(
+    [
+        "0x1.5555555555558p-1",
+        "0x1.9999999995273p-2",
+        "0x1.2492492dfd86cp-2",
+        "0x1.c71c62d5e53e0p-3",
+        "0x1.7462b91b8df65p-3",
+        "0x1.39fdcceb4bb45p-3",
+        "0x1.2b5f68a50d903p-3",
+    ]
+)
 
 
-_EXP_P = {
-    np.float32: _f32(
-        [
-            "0x1.0000000000000p-1",
-            "0x1.5555560000000p-3",
-            "0x1.5554e80000000p-5",
-            "0x1.1110e00000000p-7",
-            "0x1.6d43620000000p-10",
-            "0x1.a125280000000p-13",
-        ]
-    ),
-    np.float64: _f64(
-        [
-            "0x1.0000000000000p-1",
-            "0x1.5555555555557p-3",
-            "0x1.5555555555556p-5",
-            "0x1.11111111100cep-7",
-            "0x1.6c16c16c162ccp-10",
-            "0x1.a01a01abef415p-13",
-            "0x1.a01a01a6dcaffp-16",
-            "0x1.71de021a90822p-19",
-            "0x1.27e4db57442fbp-22",
-            "0x1.af4e196027428p-26",
-            "0x1.1f731ea5352cap-29",
-        ]
-    ),
-}
-_LOG_Q = {
-    np.float32: _f32(
-        ["0x1.55555c0000000p-1", "0x1.997c220000000p-2", "0x1.2ee8c80000000p-2"]
-    ),
-    np.float64: _f64(
-        [
-            "0x1.5555555555558p-1",
-            "0x1.9999999995273p-2",
-            "0x1.2492492dfd86cp-2",
-            "0x1.c71c62d5e53e0p-3",
-            "0x1.7462b91b8df65p-3",
-            "0x1.39fdcceb4bb45p-3",
-            "0x1.2b5f68a50d903p-3",
-        ]
-    ),
-}
-
-
-def _constants(dtype):
+def _constants():
+    dtype = np.float64
     finfo = np.finfo(dtype)
-    if dtype is np.float32:
-        ln2_hi = np.float32(math.log(2))
-        # ln2 - ln2_hi to float32 precision (the double ln2 is exact enough).
-        ln2_lo = np.float32(np.float64(math.log(2)) - np.float64(ln2_hi))
-        clamp = 104.0  # exp(-104) < 2^-150: rounds to 0
-    else:
-        ln2_hi = np.float64(float.fromhex("0x1.62e42fefa39efp-1"))
-        ln2_lo = np.float64(float.fromhex("0x1.abc9e3b39803fp-56"))
-        clamp = 746.0  # exp(-746) < 2^-1075: rounds to 0
+    ln2_hi = np.float64(float.fromhex("0x1.62e42fefa39efp-1"))
+    ln2_lo = np.float64(float.fromhex("0x1.abc9e3b39803fp-56"))
+    clamp = 746.0  # exp(-746) < 2^-1075: rounds to 0
     return dict(
         ln2_hi=ln2_hi,
         ln2_lo=ln2_lo,
@@ -130,25 +109,51 @@ def _constants(dtype):
     )
 
 
-def _horner(coefficients):
-    """A jitable ``p(x) = c0 + c1 x + ...`` with FMA, unrolled in the source."""
+def _estrin(coefficients):
+    """A jitable ``p(x) = c0 + c1 x + ...`` by Estrin's scheme, with FMA.
+
+    Pairs ``c_2i + c_2i+1 x`` are combined with x^2, those pairs with x^4,
+    and so on, unrolled in the source: Horner's FMAs plus the few squarings,
+    but a chain of about log2(degree) dependent FMAs instead of degree. The
+    loops run several elements' chains at once only as far as the
+    processor's scheduler holds them, so short chains are what let the
+    vectorized loops reach the FMA units' throughput.
+    """
+    terms = [f"c{i}" for i in range(len(coefficients))]
+    lines = ["def poly(x):"]
+    power = "x"
+    level = 0
+    while len(terms) > 1:
+        level += 1
+        combined = []
+        for index in range(0, len(terms) - 1, 2):
+            name = f"t{level}_{index // 2}"
+            lines.append(
+                f"    {name} = fma({power}, {terms[index + 1]}, {terms[index]})"
+            )
+            combined.append(name)
+        if len(terms) % 2:
+            combined.append(terms[-1])
+        if len(combined) > 1:
+            lines.append(f"    x{level} = {power} * {power}")
+            power = f"x{level}"
+        terms = combined
+    lines.append(f"    return {terms[0]}")
     names = [f"c{i}" for i in range(len(coefficients))]
-    body = names[-1]
-    for name in reversed(names[:-1]):
-        body = f"fma(x, {body}, {name})"
     namespace = dict(zip(names, coefficients, strict=True), fma=fma)
-    exec(f"def poly(x):\n    return {body}\n", namespace)  # noqa: S102
+    exec("\n".join(lines) + "\n", namespace)  # noqa: S102
     return register_jitable(forceinline=True)(namespace["poly"])
 
 
-def _make_cpu_primitives(dtype):
-    k = _constants(dtype)
-    exp_p = _horner(_EXP_P[dtype])
-    log_q = _horner(_LOG_Q[dtype])
+def _make_cpu_primitives():
+    dtype = np.float64
+    k = _constants()
+    exp_p = _estrin(_EXP_P)
+    log_q = _estrin(_LOG_Q)
     zero, one, two, half = dtype(0), dtype(1), dtype(2), dtype(0.5)
     third = dtype(1 / 3)
-    # e^4/4 < 2^-p e / 20 for e below: f32 2^-9, f64 2^-20.
-    tiny_limit = dtype(2.0**-9) if dtype is np.float32 else dtype(2.0**-20)
+    # e^4/4 < 2^-p e / 20 for e below 2^-20.
+    tiny_limit = dtype(2.0**-20)
     ln2_hi, ln2_lo, inv_ln2 = k["ln2_hi"], k["ln2_lo"], k["inv_ln2"]
     shifter, clamp, sqrt2 = k["shifter"], k["clamp"], k["sqrt2"]
     bias, mantissa = k["bias"], k["mantissa"]
@@ -213,15 +218,86 @@ def _make_cpu_primitives(dtype):
     return exp_neg_cpu, log1p_dw_cpu
 
 
-_CPU = {dtype: _make_cpu_primitives(dtype) for dtype in (np.float32, np.float64)}
+_EXP_NEG_CPU, _LOG1P_DW_CPU = _make_cpu_primitives()
 
 
-def _dtype_of(numba_type):
-    if numba_type == types.float32:
-        return np.float32
-    if numba_type == types.float64:
-        return np.float64
-    return None
+# ---------------------------------------------------------------------------
+# Plain float64 primitives for float32 kernels on the CPU. A float32 result
+# only needs its float64 intermediate within ~1e-9 relative error: rounding it
+# to float32 then adds at most 0.5 ULP plus 1e-9 * 2^24 = 0.02 ULP. Plain
+# float64 arithmetic (no double-word pairs) and short polynomials give that,
+# and 4 float64 lanes of it are cheaper than 8 float32 lanes of double-word
+# code. Coefficients: Chebyshev interpolation at 300 bits in mpmath, rounded
+# to float64; maximum relative errors: exp 5.5e-11 on |r| <= ln2/2 (degree
+# 7), log1p(e)/e 8.4e-10 on [0, 1] (degree 10).
+
+_WIDE_EXP = _f64(
+    [
+        "0x1.ffffffffa7011p-1",
+        "0x1.fffffffff61ddp-1",
+        "0x1.0000005c981fcp-1",
+        "0x1.5555557e7777ep-3",
+        "0x1.555464884204ep-5",
+        "0x1.1110a6173845ep-7",
+        "0x1.6da767a4988a9p-10",
+        "0x1.a17e052cd2c8fp-13",
+    ]
+)
+_WIDE_LOG1P_RATIO = _f64(
+    [
+        "0x1.fffffff8bf536p-1",
+        "-0x1.fffff23ca5d8fp-2",
+        "0x1.55532471bce50p-2",
+        "-0x1.ffb933dac867dp-3",
+        "0x1.9742f82e42739p-3",
+        "-0x1.49797a179fca6p-3",
+        "0x1.fb00b1a6ce14cp-4",
+        "-0x1.4f61d4fd9d9cap-4",
+        "0x1.4fed049df857ap-5",
+        "-0x1.b02381e6f92c7p-7",
+        "0x1.046679cb2b7ebp-9",
+    ]
+)
+_wide_exp_poly = _estrin(_WIDE_EXP)
+_wide_log1p_ratio_poly = _estrin(_WIDE_LOG1P_RATIO)
+_WIDE = _constants()
+_WIDE_LN2 = np.float64(math.log(2))
+_WIDE_INV_LN2 = _WIDE["inv_ln2"]
+_WIDE_SHIFTER = _WIDE["shifter"]
+# exp(-m) for m <= 700 is a normal float64 (2^-1010 at the least), and beyond
+# it, times any finite float32 coefficient (< 2^128), rounds to float32 0.
+_WIDE_LIMIT = np.float64(700)
+_WIDE_ONE_BITS = np.int64(1023) << np.int64(52)
+
+
+@register_jitable(forceinline=True)
+def exp_neg_wide(m):
+    """``exp(-m)`` for a float64 ``m >= 0``, within 6e-11 relative error.
+
+    0 beyond m = 700 (and at m = inf), NaN for NaN. m = n ln2 - r with
+    n = round(m / ln2) by the shifter trick and |r| <= ln2/2; exp(-m) =
+    2^-n exp(r). r is one FMA off by at most n |ln2 - fl(ln2)| < 3e-14; 2^-n
+    is built from the low bits of t, where the shifter left n (n << 52 only
+    keeps them), and applied by a product, so a NaN stays NaN. No integer
+    is converted to a float: the vectorizer keeps every step in lanes.
+    """
+    t = fma(m, _WIDE_INV_LN2, _WIDE_SHIFTER)
+    n = t - _WIDE_SHIFTER
+    r = fma(n, _WIDE_LN2, -m)
+    scale = bits_to_float(_WIDE_ONE_BITS - (float_to_bits(t) << 52), m)
+    value = _wide_exp_poly(r) * scale
+    return select(m > _WIDE_LIMIT, np.float64(0), value)
+
+
+@register_jitable(forceinline=True)
+def log1p_wide(e):
+    """``log1p(e)`` for a float64 ``e`` in [0, 1], within 9e-10 relative error.
+
+    ``e * P(e)`` with P close to log1p(e)/e, which is smooth on the whole
+    interval: no range reduction and no division, and tiny e keeps its
+    digits (P(0) = 1).
+    """
+    return e * _wide_log1p_ratio_poly(e)
 
 
 # ---------------------------------------------------------------------------
@@ -247,11 +323,9 @@ def _exp_neg_generic(m):
 
 @overload(exp_neg, target="cpu")
 def _exp_neg_cpu(m):
-    dtype = _dtype_of(m)
-    if dtype is None:
+    if m != types.float64:
         return None
-    impl = _CPU[dtype][0]
-    return lambda m: impl(m)
+    return lambda m: _EXP_NEG_CPU(m)
 
 
 @overload(log1p_dw, target="generic")
@@ -266,8 +340,6 @@ def _log1p_dw_generic(e_hi, e_lo):
 
 @overload(log1p_dw, target="cpu")
 def _log1p_dw_cpu(e_hi, e_lo):
-    dtype = _dtype_of(e_hi)
-    if dtype is None or e_hi != e_lo:
+    if not e_hi == e_lo == types.float64:
         return None
-    impl = _CPU[dtype][1]
-    return lambda e_hi, e_lo: impl(e_hi, e_lo)
+    return lambda e_hi, e_lo: _LOG1P_DW_CPU(e_hi, e_lo)

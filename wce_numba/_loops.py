@@ -3,10 +3,10 @@
 Numba's ufunc loop calls the kernel through a pointer for each element, so
 LLVM cannot vectorize across elements there. These loops over flat,
 contiguous arrays inline the same kernels (``_kernels``) and let LLVM's loop
-vectorizer run them on 8 float32 or 4 float64 lanes (AVX2), which, with the
-branch-free, libm-free kernels, is what makes the CPU path fast. Each element
-is computed by the same kernel as in the ufuncs, independently, so results
-are bit-identical to theirs.
+vectorizer run them on 4 float64 lanes (AVX2; float32 is computed in
+float64), which, with the branch-free, libm-free kernels, is what makes the
+CPU path fast. Each element is computed by the same kernel as in the ufuncs,
+independently, so results are bit-identical to theirs.
 
 Numba's on-disk cache (``cache=True``) is keyed on this file alone: an edit
 to the kernels or the primitives they call leaves stale machine code here
