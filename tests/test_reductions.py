@@ -426,3 +426,27 @@ def test_weight_beyond_the_dtype_range_is_refused():
         weighted_cross_entropy_with_logits(
             np.float32([1.0]), np.float32([0.0]), 1.0, weight=[1e40]
         )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("shape", [(1,), (999,), (30, 7)])
+def test_quick_fused_path_equals_general_path(dtype, reduction, shape):
+    # A Python pos_weight and no weight take _dispatch.run_fused_quick; a
+    # 0-d array pos_weight takes the general path.
+    labels, logits = (a.reshape(shape) for a in random_inputs(np.prod(shape), dtype))
+    assert (
+        _dispatch.run_fused_quick(labels, logits, 2.5, reduction, True, True)
+        is not None
+    )
+
+    quick = weighted_cross_entropy_with_logits_value_and_grad(
+        labels, logits, 2.5, reduction=reduction
+    )
+    general = weighted_cross_entropy_with_logits_value_and_grad(
+        labels, logits, np.array(2.5, dtype), reduction=reduction
+    )
+
+    np.testing.assert_array_equal(quick[0], general[0])
+    np.testing.assert_array_equal(quick[1], general[1])
+    assert type(quick[0]) is type(general[0])

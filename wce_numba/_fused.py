@@ -12,8 +12,8 @@ evaluates the logarithm. Specialisations compile on first use and are cached
 on disk; like ``_loops``, the cache is keyed on this file alone.
 
 Summation. The loop stores each chunk's losses in a small buffer of the
-compute dtype (a float64 buffer would make LLVM vectorize a float32 kernel
-on 4 lanes instead of 8), then forms the terms ``weight * loss`` as exact
+compute dtype, so that each term is exactly the elementwise loss, then
+forms the terms ``weight * loss`` as exact
 float64 pairs (``two_product``; a product of two float32 values is exact in
 float64 anyway) and adds them to eight independent float64 lanes with
 ``two_sum``, keeping every rounding error in a companion lane. Independent
