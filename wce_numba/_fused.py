@@ -15,10 +15,10 @@ Summation. The loop stores each chunk's losses in a small buffer of the
 compute dtype, so that each term is exactly the elementwise loss, then
 forms the terms ``weight * loss`` as exact
 float64 pairs (``two_product``; a product of two float32 values is exact in
-float64 anyway) and adds them to eight independent float64 lanes with
+float64 anyway) and adds them to four independent float64 lanes with
 ``two_sum``, keeping every rounding error in a companion lane. Independent
 lanes keep the additions off one dependency chain without reassociating
-anything, and the caller adds the sixteen values with ``math.fsum``: the
+anything, and the caller adds the eight values with ``math.fsum``: the
 sum is exact up to the terms' own roundings, whatever N. A plain float32
 accumulator would lose about N * 6e-8 relative (0.6 at N = 1e7); float64
 alone would still lose N * 1.1e-16, a few hundred float64 ULP at N = 1e7.
@@ -41,8 +41,8 @@ from ._intrinsics import fma, select, two_product, two_sum
 # Elements per chunk: the terms buffer (2 x 8 KiB) stays in the L1 cache.
 CHUNK = 512
 
-# Independent accumulators: two AVX2 registers of float64.
-LANES = 8
+# Independent accumulators: one AVX2 register of float64.
+LANES = 4
 
 _loss = njit(error_model="numpy", forceinline=True)(_kernels.loss)
 _grad = njit(error_model="numpy", forceinline=True)(_kernels.loss_grad)
@@ -155,21 +155,47 @@ def _sweep(
 
 @register_jitable(forceinline=True)
 def _add_terms(lanes, weight, losses, count):
-    """Add ``weight * loss`` of one chunk to the lanes, exactly."""
+    """Add ``weight * loss`` of one chunk to the lanes, exactly.
+
+    The lanes live in local variables for the chunk: four independent chains
+    of additions that stay in registers (LLVM may pack them into one vector),
+    where array elements would go through memory at every step.
+    """
+    total_0, total_1, total_2, total_3 = lanes[0], lanes[1], lanes[2], lanes[3]
+    error_0, error_1, error_2, error_3 = lanes[4], lanes[5], lanes[6], lanes[7]
+
     whole = count - count % LANES
     for base in range(0, whole, LANES):
-        for lane in range(LANES):
-            _accumulate(lanes, lane, weight, losses, base + lane)
+        total_0, error_0 = _accumulate(total_0, error_0, weight, losses, base)
+        total_1, error_1 = _accumulate(total_1, error_1, weight, losses, base + 1)
+        total_2, error_2 = _accumulate(total_2, error_2, weight, losses, base + 2)
+        total_3, error_3 = _accumulate(total_3, error_3, weight, losses, base + 3)
     for rest in range(whole, count):
-        _accumulate(lanes, 0, weight, losses, rest)
+        total_0, error_0 = _accumulate(total_0, error_0, weight, losses, rest)
+
+    lanes[0], lanes[1], lanes[2], lanes[3] = total_0, total_1, total_2, total_3
+    lanes[4], lanes[5], lanes[6], lanes[7] = error_0, error_1, error_2, error_3
 
 
 @register_jitable(forceinline=True)
-def _accumulate(lanes, lane, weight, losses, index):
-    """Add ``weight * loss`` of one element to one lane, exactly."""
-    term, term_error = two_product(
-        np.float64(element(weight, index)), np.float64(losses[index])
-    )
-    total, error = two_sum(lanes[lane], term)
-    lanes[lane] = total
-    lanes[LANES + lane] += error + term_error
+def _accumulate(total, error, weight, losses, index):
+    """``(total, error)`` with ``weight * loss`` of one element added, exactly."""
+    term, term_error = exact_product(element(weight, index), losses[index])
+    total, rounding = two_sum(total, term)
+    return total, error + (rounding + term_error)
+
+
+def exact_product(weight, loss):
+    """``weight * loss`` as an exact float64 pair ``(product, error)``."""
+    return two_product(np.float64(weight), np.float64(loss))
+
+
+@overload(exact_product)
+def _exact_product(weight, loss):
+    if weight == loss == types.float32:
+        # Two float32 values multiply exactly in float64: no error term.
+        return lambda weight, loss: (
+            np.float64(weight) * np.float64(loss),
+            np.float64(0),
+        )
+    return lambda weight, loss: two_product(np.float64(weight), np.float64(loss))
