@@ -127,15 +127,32 @@ def _chunked_like(value, chunks: tuple):
 
 
 def _value_block(labels, logits, pos_weight, weight, *, reduction):
-    """One block's weighted loss, or its sum as a float64 block of ones' shape."""
+    """One block's weighted loss, or its sum as a float64 block of ones' shape.
+
+    The block's sum is exact, rounded once to float64 (not to the result
+    dtype), so the tree adds partial sums that lost nothing a float32 or
+    float16 result would see.
+    """
     from . import api
 
-    value = api.weighted_cross_entropy_with_logits(
-        labels, logits, pos_weight, weight=weight, reduction=reduction
-    )
     if reduction == "none":
-        return np.asarray(value)
-    return np.full((1,) * logits.ndim, value, dtype=np.float64)
+        return np.asarray(
+            api.weighted_cross_entropy_with_logits(
+                labels, logits, pos_weight, weight=weight
+            )
+        )
+    total, _ = api._fused_cpu(
+        labels,
+        logits,
+        pos_weight,
+        weight,
+        "sum",
+        True,
+        False,
+        None,
+        total_dtype=np.dtype(np.float64),
+    )
+    return np.full((1,) * logits.ndim, total, dtype=np.float64)
 
 
 def _grad_block(labels, logits, pos_weight, weight, *, reduction, count):

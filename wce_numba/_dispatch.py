@@ -382,17 +382,19 @@ def run_fused(
     loss_out: np.ndarray | None = None,
     grad_out: np.ndarray | None = None,
     count: int | None = None,
+    total_dtype: np.dtype | None = None,
 ):
     """Weighted (and reduced) loss and scaled gradient from one pass; CPU.
 
     Returns ``(value, grad)``, each None unless asked for: ``value`` is the
     elementwise ``weight * loss`` (reduction "none") or its sum, or the sum
     over ``count`` (default: the number of elements) for "mean", as a scalar
-    of the compute dtype; ``grad`` is ``weight * d loss / d logits``, divided
-    by ``count`` for "mean". ``weight`` has the compute dtype and broadcasts
-    to the logits' shape. ``loss_out``/``grad_out``, when given, receive the
-    arrays; they must be C-contiguous, of the compute dtype, and safe to write
-    directly (see ``can_write_directly``).
+    of ``total_dtype`` (default: the compute dtype), rounded once; ``grad``
+    is ``weight * d loss / d logits``, divided by ``count`` for "mean".
+    ``weight`` has the compute dtype and broadcasts to the logits' shape.
+    ``loss_out``/``grad_out``, when given, receive the arrays; they must be
+    C-contiguous, of the compute dtype, and safe to write directly (see
+    ``can_write_directly``).
 
     Nothing of the size of the input is allocated beyond the requested
     arrays: contiguous inputs are read in place, and other layouts (a
@@ -445,7 +447,8 @@ def run_fused(
         return None, grad
     if not reduce:
         return loss_out, grad
-    return _reduced(np.stack(list(blocks.values())), reduction, count, dtype), grad
+    lanes = np.stack(list(blocks.values()))
+    return _reduced(lanes, reduction, count, total_dtype or dtype), grad
 
 
 def run_fused_quick(

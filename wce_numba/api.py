@@ -128,8 +128,13 @@ def _fused_cpu(
     want_grad,
     out,
     count=None,
+    total_dtype=None,
 ):
-    """``_fused`` for host arrays; ``count`` replaces N in a mean."""
+    """``_fused`` for host arrays; ``count`` replaces N in a mean.
+
+    ``total_dtype`` (float64 for a partial sum in a larger reduction) is the
+    dtype of a reduced value, rounded once; default the result dtype.
+    """
     prepared = _validate.prepare(labels, logits, pos_weight)
     weight = _validate.prepare_weight(weight, prepared)
     reduced = want_value and reduction != "none"
@@ -155,10 +160,11 @@ def _fused_cpu(
         loss_out=array_out if want_value else None,
         grad_out=None if want_value else array_out,
         count=count,
+        total_dtype=total_dtype,
     )
 
     if reduced:
-        value = prepared.result_dtype.type(value)
+        value = (total_dtype or prepared.result_dtype).type(value)
         if out is not None and not want_grad:
             out[()] = value
             value = out
