@@ -704,6 +704,12 @@ def test_quick_path_for_small_contiguous_calls_equals_general_path(
     assert quick.dtype == dtype and quick.shape == shape
     np.testing.assert_array_equal(quick, general)
 
+    out = np.empty(shape, dtype)
+    assert _dispatch.run_quick(quantity, labels, logits, 2.5, out) is out
+    np.testing.assert_array_equal(out, general)
+    # out= that is an input takes the general path, which handles it.
+    assert _dispatch.run_quick(quantity, labels, logits, 2.5, logits) is None
+
 
 def test_quick_path_still_refuses_a_pos_weight_beyond_float32():
     labels = np.zeros(10, np.float32)

@@ -246,7 +246,20 @@ def _quick_weight(labels, logits, pos_weight):
     return dtype.type(pos_weight)
 
 
-def run_quick(quantity: str, labels, logits, pos_weight):
+def _quick_out(out, labels: np.ndarray, logits: np.ndarray) -> bool:
+    """Whether the quick path may write ``out`` (see ``run_quick``)."""
+    return (
+        type(out) is np.ndarray
+        and out.dtype == logits.dtype
+        and out.shape == logits.shape
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and not np.may_share_memory(out, labels)
+        and not np.may_share_memory(out, logits)
+    )
+
+
+def run_quick(quantity: str, labels, logits, pos_weight, out=None):
     """The commonest small call, straight to the one-core loop; else None.
 
     Two C-contiguous native float32 or float64 arrays of one dtype and shape
@@ -254,17 +267,19 @@ def run_quick(quantity: str, labels, logits, pos_weight):
     float or int ``pos_weight`` within the dtype's range: every check of the
     general path is then known to pass, and skipping its conversions saves
     most of the fixed cost of a call (tens of microseconds against a few).
-    Anything else returns None, and the caller takes the general path, which
-    gives the same result bit for bit.
+    ``out``, if given, must be a writeable C-contiguous ndarray of the
+    logits' dtype and shape that shares no memory with the inputs. Anything
+    else returns None, and the caller takes the general path, which gives
+    the same result bit for bit.
     """
     weight = _quick_weight(labels, logits, pos_weight)
-    if weight is None:
+    if weight is None or not (out is None or _quick_out(out, labels, logits)):
         return None
     dtype = logits.dtype
 
     from . import _loops
 
-    result = np.empty(logits.shape, dtype)
+    result = np.empty(logits.shape, dtype) if out is None else out
     code = _loops.GRAD if quantity == "grad" else _loops.LOSS
     if logits.ndim == 1:
         _loops.fill_scalar_weight(code, labels, logits, weight, result)

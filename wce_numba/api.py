@@ -12,8 +12,8 @@ def _loss_or_grad(
     quantity: str, labels, logits, pos_weight, name, weight, reduction, out, stream
 ):
     """The loss or the gradient alone: the plain elementwise call when it can."""
-    if weight is None and reduction == "none" and out is name is stream is None:
-        result = _dispatch.run_quick(quantity, labels, logits, pos_weight)
+    if weight is None and reduction == "none" and name is stream is None:
+        result = _dispatch.run_quick(quantity, labels, logits, pos_weight, out)
         if result is not None:
             return result
 
