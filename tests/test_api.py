@@ -704,6 +704,9 @@ def test_quick_path_for_small_contiguous_calls_equals_general_path(
     assert quick.dtype == dtype and quick.shape == shape
     np.testing.assert_array_equal(quick, general)
 
+    numpy_scalar = function(labels, logits, np.float32(2.5))
+    np.testing.assert_array_equal(numpy_scalar, general)
+
     out = np.empty(shape, dtype)
     assert _dispatch.run_quick(quantity, labels, logits, 2.5, out) is out
     np.testing.assert_array_equal(out, general)

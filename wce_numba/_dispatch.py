@@ -220,6 +220,9 @@ def _run_loops(quantity: str, prepared: Prepared, out: np.ndarray | None):
 
 _QUICK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in _QUICK_DTYPES}
+# Scalar types of pos_weight the quick paths take: those the general path
+# converts without a question (not bool, not longdouble).
+_QUICK_SCALARS = (float, int, np.float16, np.float32, np.float64)
 
 
 def _quick_weight(labels, logits, pos_weight):
@@ -237,13 +240,20 @@ def _quick_weight(labels, logits, pos_weight):
         or logits.ndim == 0
         or logits.size >= LOOP_THRESHOLD[dtype]
         or not (labels.flags.c_contiguous and logits.flags.c_contiguous)
-        or type(pos_weight) not in (float, int)
+        or type(pos_weight) not in _QUICK_SCALARS
         # NaN and infinities fail this too; the general path handles them,
-        # and raises for a finite weight the dtype cannot hold.
-        or not -_LARGEST[dtype] <= pos_weight <= _LARGEST[dtype]
+        # and raises for a finite weight the dtype cannot hold. (A NumPy
+        # scalar is compared as a Python float: against the float64 limit,
+        # a float32 scalar would convert the limit to float32, overflowing.)
+        or not -_LARGEST[dtype] <= _python_number(pos_weight) <= _LARGEST[dtype]
     ):
         return None
     return dtype.type(pos_weight)
+
+
+def _python_number(value):
+    """A Python int as it is, any float scalar as a Python float."""
+    return value if type(value) is int else float(value)
 
 
 def _quick_out(out, labels: np.ndarray, logits: np.ndarray) -> bool:
@@ -264,9 +274,10 @@ def run_quick(quantity: str, labels, logits, pos_weight, out=None):
 
     Two C-contiguous native float32 or float64 arrays of one dtype and shape
     (not 0-d), fewer elements than ``LOOP_THRESHOLD``, and a finite Python
-    float or int ``pos_weight`` within the dtype's range: every check of the
-    general path is then known to pass, and skipping its conversions saves
-    most of the fixed cost of a call (tens of microseconds against a few).
+    or NumPy float (or a Python int) ``pos_weight`` within the dtype's
+    range: every check of the general path is then known to pass, and
+    skipping its conversions saves most of the fixed cost of a call (tens of
+    microseconds against a few).
     ``out``, if given, must be a writeable C-contiguous ndarray of the
     logits' dtype and shape that shares no memory with the inputs. Anything
     else returns None, and the caller takes the general path, which gives
