@@ -309,3 +309,18 @@ def test_lightgbm_sklearn_objective_applies_sample_weights(digits, sample_weight
         rtol=0,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    ("pos_weight", "error", "message"),
+    [
+        ("a", TypeError, r"pos_weight must have a real dtype"),
+        (None, TypeError, r"pos_weight must"),
+        (np.nan, ValueError, r"pos_weight must be finite"),
+        (np.inf, ValueError, r"pos_weight must be finite"),
+    ],
+)
+def test_objectives_refuse_a_bad_pos_weight_when_made(pos_weight, error, message):
+    for make in (xgboost_objective, lightgbm_objective):
+        with pytest.raises(error, match=message):
+            make(pos_weight)

@@ -714,8 +714,8 @@ ERRORS = {
     "out_dtype": ("TypeError", "out must have dtype float64, got out dtype float32"),
     "weight_overflow": (
         "ValueError",
-        "pos_weight has values beyond the range of float32, the logits' dtype "
-        "(largest magnitude 1e+40)",
+        "pos_weight has values beyond the range of float32, the dtype the logits "
+        "are computed in (largest magnitude 1e+40)",
     ),
 }
 

@@ -185,3 +185,11 @@ def test_value_and_grad_on_dask_equals_numpy(reduction):
     # The gradient of a mean divides by the whole array's size, in each block.
     np.testing.assert_array_equal(computed_grad, expected_grad)
     np.testing.assert_allclose(computed_value, expected_value, rtol=2**-52)
+
+
+def test_unknown_chunk_sizes_are_refused_with_a_hint():
+    logits = da.from_array(np.linspace(-4, 4, 10), chunks=5)
+    selected = logits[logits > 0]
+
+    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
+        weighted_cross_entropy_with_logits(selected > 1, selected, 2.0)

@@ -230,3 +230,56 @@ def test_all_scalar_call_gives_a_0d_result():
 
     assert np.ndim(result) == 0
     assert_loss(result, 1.3862943611198906, np.float64)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_values_under_another_arguments_mask_are_never_used(reduction):
+    # A masked label hid a NaN logit at the same place; the NaN reached the
+    # weighted sum as 0 * NaN (found by a review of the reductions).
+    labels = np.ma.array([1.0, 0.0], mask=[False, True])
+    expected = wce([1.0], [2.0], 2.0, reduction=reduction)
+    if reduction == "mean":
+        expected = wce([1.0], [2.0], 2.0, reduction="sum")  # one unmasked element
+
+    for logits in ([2.0, np.nan], [2.0, np.inf], [2.0, -np.inf]):
+        assert wce(labels, logits, 2.0, reduction=reduction) == expected
+    masked_weight = np.ma.array([1.0, 1.0], mask=[False, True])
+    assert (
+        wce([1.0, 0.0], [2.0, np.nan], 2.0, weight=masked_weight, reduction=reduction)
+        == expected
+    )
+
+
+def test_a_masked_value_beyond_the_dtype_range_is_not_refused():
+    labels = np.ma.array([1e40, 1.0], mask=[True, False])
+
+    result = wce(labels, np.float32([1.0, 2.0]), 2.0)
+
+    assert result.mask.tolist() == [True, False]
+    assert result[1] == wce(np.float32([1.0]), np.float32([2.0]), 2.0)[0]
+
+
+def test_overflowing_reduced_and_float16_results_are_inf_without_a_warning():
+    # pytest turns warnings into errors here: the conversions must not warn.
+    ones = np.ones(2, np.float32)
+    total = wce(ones, 0 * ones, 1.0, weight=np.float32(3e38), reduction="sum")
+    half = wce([1.0], np.float16([-2.0]), 1e5)
+
+    assert total == np.inf and total.dtype == np.float32
+    assert half[0] == np.inf and half.dtype == np.float16
+
+
+def test_overflow_message_names_the_compute_dtype_for_float16_logits():
+    with pytest.raises(
+        ValueError,
+        match=r"pos_weight has values beyond the range of float32, the dtype the "
+        r"logits are computed in",
+    ):
+        wce([1.0], np.float16([-2.0]), 1e40)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_matrix_out_is_refused_naming_out():
+    out = np.asmatrix(np.empty((2, 2)))
+    with pytest.raises(TypeError, match=r"out must be a numpy.ndarray, got matrix"):
+        wce(np.ones((2, 2)), np.ones((2, 2)), 2.0, out=out)

@@ -248,3 +248,14 @@ def test_cuda_model_trains_on_a_side_stream():
             losses.append(loss.item())
 
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_second_derivatives_raise_instead_of_being_dropped():
+    logits = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    loss = WeightedCrossEntropyWithLogitsLoss(
+        torch.tensor(2.0, dtype=torch.float64), reduction="sum"
+    )(logits, labels)
+
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, logits, create_graph=True)

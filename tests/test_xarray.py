@@ -136,3 +136,14 @@ def test_a_dataarray_weight_alone_has_nothing_to_broadcast_against():
 
     with pytest.raises(TypeError, match="needs labels or logits as DataArrays"):
         weighted_cross_entropy_with_logits(labels.values, logits.values, pos_weight)
+
+
+def test_an_argument_with_a_dim_the_logits_lack_is_refused():
+    logits = xr.DataArray([[2.0, -1.0], [0.5, 3.0]], dims=("sample", "label"))
+    labels = xr.zeros_like(logits)
+    extra = xr.DataArray([1.0, 4.0, 8.0], dims="other")
+
+    with pytest.raises(ValueError, match=r"pos_weight must broadcast to the logits"):
+        weighted_cross_entropy_with_logits(labels, logits, extra)
+    with pytest.raises(ValueError, match=r"weight must broadcast to the logits"):
+        weighted_cross_entropy_with_logits(labels, logits, 2.0, weight=extra)

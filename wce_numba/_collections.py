@@ -182,6 +182,13 @@ def _run_dask(operands, reduction, want_value, want_grad):
     import dask.array as da
 
     labels, logits, pos_weight, weight = operands
+    for name, value in zip(_NAMES, operands, strict=True):
+        if _package(value) == "dask" and any(map(math.isnan, value.shape)):
+            raise ValueError(
+                f"{name} has unknown chunk sizes (shape {value.shape}, as after "
+                "boolean indexing), so the arguments cannot be checked and "
+                "aligned; call .compute_chunk_sizes() on it first"
+            )
     result_dtype = _check(labels, logits, pos_weight, weight)
 
     # The logits' chunks rule; NumPy logits next to Dask labels take theirs.
@@ -269,6 +276,15 @@ def _run_xarray(operands, reduction, want_value, want_grad):
     aligned = xr.align(*named.values(), join="exact")
     broadcast = dict(zip(named, xr.broadcast(*aligned), strict=True))
     template = broadcast["logits" if "logits" in named else "labels"]
+    for name, value in named.items():
+        extra = [dim for dim in value.dims if dim not in reference.dims]
+        if extra:
+            # As for arrays: the result keeps the logits' shape, so an
+            # argument that would grow it is an error.
+            raise ValueError(
+                f"{name} must broadcast to the logits' dims {reference.dims}, "
+                f"got {name} dims {value.dims} (extra: {tuple(extra)})"
+            )
     template = template.transpose(*reference.dims, ...)
     data = [
         broadcast[name].transpose(*template.dims).data if name in broadcast else value

@@ -520,9 +520,15 @@ def run_fused_quick(
 def _reduced(lanes: np.ndarray, reduction: str, count: int, dtype: np.dtype):
     """The sum or mean from the fused pass's lanes (one row per block)."""
     total_hi, total_lo = _sum_of_lanes(lanes)
-    if reduction == "sum":
-        return dtype.type(total_hi)
-    return dtype.type(_divide_exactly(total_hi, total_lo, count, dtype))
+    total = (
+        total_hi
+        if reduction == "sum"
+        else _divide_exactly(total_hi, total_lo, count, dtype)
+    )
+    # A total beyond the dtype's range is inf, the correctly rounded value;
+    # NumPy's conversion would warn about it.
+    with np.errstate(over="ignore"):
+        return dtype.type(total)
 
 
 # Elements per piece when a layout has to be copied to contiguous memory: big

@@ -91,8 +91,9 @@ def cast(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
         overflowed = np.isinf(converted) & np.isfinite(array)
         if overflowed.any():
             raise ValueError(
-                f"{name} has values beyond the range of {dtype}, the logits' "
-                f"dtype (largest magnitude {np.abs(array[overflowed]).max():g})"
+                f"{name} has values beyond the range of {dtype}, the dtype the "
+                "logits are computed in (largest magnitude "
+                f"{np.abs(array[overflowed]).max():g})"
             )
     return converted
 
@@ -195,7 +196,8 @@ def check_out(
     ``shape_name`` says in the error what ``shape`` is: the logits' shape for
     an elementwise result, ``()`` for a reduced one.
     """
-    if not isinstance(out, np.ndarray):
+    # np.matrix stays 2-D when flattened, which the compiled loops refuse.
+    if not isinstance(out, np.ndarray) or isinstance(out, np.matrix):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
 
     if out.shape != shape:

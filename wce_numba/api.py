@@ -70,7 +70,10 @@ def _deliver(result, out, direct: bool, prepared):
     if out is None:
         if prepared.result_dtype == prepared.compute_dtype:
             return result
-        return result.astype(prepared.result_dtype)
+        # A float16 result beyond float16's range is inf, the correctly
+        # rounded value; NumPy's cast would warn about it.
+        with np.errstate(over="ignore"):
+            return result.astype(prepared.result_dtype)
     if not direct:
         out[...] = result
     return out
@@ -164,7 +167,8 @@ def _fused_cpu(
     )
 
     if reduced:
-        value = (total_dtype or prepared.result_dtype).type(value)
+        with np.errstate(over="ignore"):  # beyond the dtype: inf, no warning
+            value = (total_dtype or prepared.result_dtype).type(value)
         if out is not None and not want_grad:
             out[()] = value
             value = out
@@ -195,15 +199,28 @@ def _masked(quantity: str, labels, logits, pos_weight, out):
             "numpy.ma.MaskedArray input"
         )
 
-    result = _elementwise(
-        quantity,
-        np.ma.filled(labels, 0),
-        np.ma.filled(logits, 0),
-        np.ma.filled(pos_weight, 1),
-        None,
-        None,
-    )
-    return np.ma.MaskedArray(result, mask=_mask_of(labels, logits, pos_weight))
+    mask = _mask_of(labels, logits, pos_weight)
+    labels, logits, pos_weight, _ = _fill_masked(mask, labels, logits, pos_weight)
+    result = _elementwise(quantity, labels, logits, pos_weight, None, None)
+    return np.ma.MaskedArray(result, mask=mask)
+
+
+def _fill_masked(mask, labels, logits, pos_weight, weight=None):
+    """The arguments with harmless values wherever ``mask`` is set.
+
+    Label 0, logit 0, pos_weight 1 and sample weight 0 at every masked
+    position, whichever argument's mask set it: a NaN, an infinity or a
+    value beyond the dtype's range under the mask is never seen (it would
+    make a weighted term NaN, or raise). Unmasked arguments that broadcast
+    are filled at their broadcast shape.
+    """
+    filled = []
+    for value, fill in ((labels, 0), (logits, 0), (pos_weight, 1), (weight, 0)):
+        data = np.ma.getdata(value if value is not None else 1)
+        if mask.any():
+            data = np.where(mask, fill, data).astype(np.asarray(data).dtype)
+        filled.append(data)
+    return filled
 
 
 def _mask_of(*arguments) -> np.ndarray:
@@ -233,12 +250,8 @@ def _masked_fused(
         )
 
     mask = _mask_of(labels, logits, pos_weight, weight)
-    weight = 1 if weight is None else np.ma.filled(weight, 0)
     value, grad = _fused_cpu(
-        np.ma.filled(labels, 0),
-        np.ma.filled(logits, 0),
-        np.ma.filled(pos_weight, 1),
-        np.where(mask, 0, weight),
+        *_fill_masked(mask, labels, logits, pos_weight, weight),
         reduction,
         want_value,
         want_grad,
@@ -304,8 +317,9 @@ def weighted_cross_entropy_with_logits(
         by the number of elements (PyTorch's rule, also with weights: the
         mean of the weighted terms, not a division by the sum of weights).
         A reduced loss is computed in one pass without storing the
-        elementwise loss, summed exactly and rounded once. The mean of no
-        elements is NaN.
+        elementwise loss and summed in float64 without loss (see
+        :func:`weighted_cross_entropy_with_logits_value_and_grad`). The mean
+        of no elements is NaN.
     out : numpy.ndarray, optional
         Array of the logits' shape and the result's dtype that receives the
         loss (a 0-d array for a reduced loss). It may be one of the inputs;
@@ -577,10 +591,13 @@ def weighted_cross_entropy_with_logits_value_and_grad(
 
     Notes
     -----
-    The sum is accumulated exactly (float64 partial sums that keep their
-    rounding errors, added with ``math.fsum``) and rounded once: a reduced
-    value is within the elementwise error bound of the exact sum or mean of
-    the computed terms, whatever the number of elements. The gradient of a
+    On the CPU, float64 sums are exact (partial sums that keep their
+    rounding errors, added with ``math.fsum``) and rounded once; float32
+    terms are summed in float64, within 6e-14 relative (a millionth of a
+    float32 ULP), then rounded to float32. Either way a reduced value is
+    within the elementwise error bound of the exact sum or mean of the
+    computed terms, whatever the number of elements. On the GPU each block
+    sums its terms in float64 (see the README). The gradient of a
     mean is ``weight * dloss/dx / N`` rounded once, within half an ULP more
     than the elementwise gradient's bound.
 

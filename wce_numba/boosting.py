@@ -317,9 +317,19 @@ def lightgbm_sklearn_objective(
 
 
 def _check_scalar(pos_weight) -> None:
-    """Refuse a non-scalar pos_weight when the objective is made, not at round 1."""
-    if np.ndim(pos_weight) != 0:
+    """Refuse a pos_weight that is not one finite real number, up front.
+
+    Checked when the objective is made, not at the first boosting round. A
+    NaN or infinite weight would make every gradient NaN or infinite, and the
+    booster would train on them without a word.
+    """
+    value = _validate.as_real_array(pos_weight, "pos_weight")
+    if value.ndim != 0:
         raise ValueError(
             "pos_weight must be a scalar for a boosting objective, got shape "
-            f"{np.shape(pos_weight)}"
+            f"{value.shape}"
+        )
+    if not np.isfinite(value):
+        raise ValueError(
+            f"pos_weight must be finite for a boosting objective, got {value}"
         )

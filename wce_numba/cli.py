@@ -136,7 +136,8 @@ def _add_demo(commands) -> None:
         "--seed",
         type=_seed,
         default=demo.DEFAULT_SEED,
-        help="seed of the stratified train/test split (default: %(default)s)",
+        help="seed of the stratified train/test split and of the choice of the "
+        "noisy slice (default: %(default)s)",
     )
     parser.add_argument(
         "--plot",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import api
 
@@ -114,9 +113,21 @@ class WeightedCrossEntropyWithLogits(torch.autograd.Function):
         return _as_tensor(value, logits).to(logits.device)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
-        """The saved logit gradient scaled by the incoming one; None for the rest."""
+        """The saved logit gradient scaled by the incoming one; None for the rest.
+
+        First derivatives only. Under ``create_graph=True`` (grad mode on
+        here) the product below would be differentiated as if the saved
+        gradient did not depend on the logits, silently dropping the second
+        derivative: that raises instead.
+        """
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "wce_numba.torch gives first derivatives only: "
+                "create_graph=True (second derivatives, gradgradcheck) is not "
+                "supported; use torch.nn.functional.binary_cross_entropy_with_"
+                "logits for higher-order derivatives"
+            )
         (grad,) = ctx.saved_tensors
         return None, grad_output * grad, None, None, None
 
