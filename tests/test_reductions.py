@@ -431,20 +431,27 @@ def test_weight_beyond_the_dtype_range_is_refused():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("shape", [(1,), (999,), (30, 7)])
-def test_quick_fused_path_equals_general_path(dtype, reduction, shape):
-    # A Python pos_weight and no weight take _dispatch.run_fused_quick; a
-    # 0-d array pos_weight takes the general path.
+@pytest.mark.parametrize("weighting", ["none", "scalar", "array"])
+def test_quick_fused_path_equals_general_path(dtype, reduction, shape, weighting):
+    # A Python pos_weight (and a weight that is None, a scalar or an array
+    # like the logits) takes _dispatch.run_fused_quick; a 0-d array
+    # pos_weight takes the general path.
     labels, logits = (a.reshape(shape) for a in random_inputs(np.prod(shape), dtype))
+    weight = {
+        "none": None,
+        "scalar": 0.75,
+        "array": np.linspace(0, 2, np.prod(shape), dtype=dtype).reshape(shape),
+    }[weighting]
     assert (
-        _dispatch.run_fused_quick(labels, logits, 2.5, reduction, True, True)
+        _dispatch.run_fused_quick(labels, logits, 2.5, weight, reduction, True, True)
         is not None
     )
 
     quick = weighted_cross_entropy_with_logits_value_and_grad(
-        labels, logits, 2.5, reduction=reduction
+        labels, logits, 2.5, weight=weight, reduction=reduction
     )
     general = weighted_cross_entropy_with_logits_value_and_grad(
-        labels, logits, np.array(2.5, dtype), reduction=reduction
+        labels, logits, np.array(2.5, dtype), weight=weight, reduction=reduction
     )
 
     np.testing.assert_array_equal(quick[0], general[0])

@@ -240,15 +240,45 @@ def _quick_weight(labels, logits, pos_weight):
         or logits.ndim == 0
         or logits.size >= LOOP_THRESHOLD[dtype]
         or not (labels.flags.c_contiguous and logits.flags.c_contiguous)
-        or type(pos_weight) not in _QUICK_SCALARS
-        # NaN and infinities fail this too; the general path handles them,
-        # and raises for a finite weight the dtype cannot hold. (A NumPy
-        # scalar is compared as a Python float: against the float64 limit,
-        # a float32 scalar would convert the limit to float32, overflowing.)
-        or not -_LARGEST[dtype] <= _python_number(pos_weight) <= _LARGEST[dtype]
+        or not _quick_scalar(pos_weight, dtype)
     ):
         return None
     return dtype.type(pos_weight)
+
+
+def _quick_scalar(value, dtype: np.dtype) -> bool:
+    """Whether ``value`` is a finite number that ``dtype`` holds, as a scalar.
+
+    NaN and infinities fail too; the general path handles them, and raises
+    for a finite value the dtype cannot hold. (A NumPy scalar is compared as
+    a Python float: against the float64 limit, a float32 scalar would
+    convert the limit to float32, overflowing.)
+    """
+    return (
+        type(value) in _QUICK_SCALARS
+        and -_LARGEST[dtype] <= _python_number(value) <= _LARGEST[dtype]
+    )
+
+
+def _quick_sample_weight(weight, logits: np.ndarray):
+    """A sample ``weight`` the quick fused path takes, as the kernel wants it.
+
+    None (meaning 1), a scalar as ``_quick_scalar`` takes, or a C-contiguous
+    array of the logits' dtype and shape (flattened); else False.
+    """
+    dtype = logits.dtype
+    if weight is None:
+        return dtype.type(1)
+    if _quick_scalar(weight, dtype):
+        return dtype.type(weight)
+    if (
+        type(weight) is np.ndarray
+        and weight.dtype == dtype
+        and weight.shape == logits.shape
+        and weight.flags.c_contiguous
+    ):
+        return weight.reshape(-1)
+    return False
 
 
 def _python_number(value):
@@ -478,17 +508,27 @@ def run_fused(
 
 
 def run_fused_quick(
-    labels, logits, pos_weight, reduction: str, want_value: bool, want_grad: bool
+    labels,
+    logits,
+    pos_weight,
+    sample_weight,
+    reduction: str,
+    want_value: bool,
+    want_grad: bool,
 ):
-    """A small unweighted fused call on contiguous arrays; else None.
+    """A small fused call on contiguous arrays; else None.
 
-    Takes what ``run_quick`` takes (see there) and skips the general path's
-    conversions and its splitting into pieces and blocks, which cost far
-    more than the pass itself below ``LOOP_THRESHOLD`` elements. Returns
+    Takes what ``run_quick`` takes (see there), with a sample weight that is
+    None, a scalar, or an array like the logits, and skips the general
+    path's conversions and its splitting into pieces and blocks, which cost
+    far more than the pass itself below ``LOOP_THRESHOLD`` elements. Returns
     ``(value, grad)`` as ``run_fused`` does, bit for bit.
     """
     weight = _quick_weight(labels, logits, pos_weight)
     if weight is None:
+        return None
+    sample_weight = _quick_sample_weight(sample_weight, logits)
+    if sample_weight is False:
         return None
     from . import _fused
 
@@ -503,7 +543,7 @@ def run_fused_quick(
         labels.reshape(-1),
         logits.reshape(-1),
         weight,
-        dtype.type(1),
+        sample_weight,
         scale_hi,
         scale_lo,
         None if loss_out is None else loss_out.reshape(-1),

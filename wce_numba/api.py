@@ -87,9 +87,9 @@ def _fused(
     ``out``, if given, receives the one result asked for: the elementwise
     array, or for a reduced loss a 0-d array.
     """
-    if weight is None and out is stream is None:
+    if out is stream is None:
         result = _dispatch.run_fused_quick(
-            labels, logits, pos_weight, reduction, want_value, want_grad
+            labels, logits, pos_weight, weight, reduction, want_value, want_grad
         )
         if result is not None:
             return result
