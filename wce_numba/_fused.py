@@ -39,7 +39,7 @@ from numba.extending import overload, register_jitable
 from . import _kernels
 from ._intrinsics import fma, select, two_product, two_sum
 
-# Elements per chunk: the terms buffer (2 x 8 KiB) stays in the L1 cache.
+# Elements per chunk: the buffer of losses (2 or 4 KiB) stays in the L1 cache.
 CHUNK = 512
 
 # Independent accumulators: one AVX2 register of float64.
