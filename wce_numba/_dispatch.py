@@ -52,11 +52,14 @@ logger = logging.getLogger("wce_numba")
 PARALLEL_THRESHOLD = 50_000
 
 # Element counts from which the contiguous loops use every core, per dtype.
-# Measured the same way (one core against all, alternately, three runs):
-# float32 crossed at 7.5e4-4.2e5 elements (~3-5 ns each), float64 at
-# 2.4e4-4.2e4 (~12 ns each); handing a block to the pool cost 30-280 us
-# depending on the load from other processes.
-LOOP_THRESHOLD = {np.dtype(np.float32): 1 << 18, np.dtype(np.float64): 1 << 15}
+# Measured the same way (one core against all, alternately): with the
+# earlier float32 kernel (~3-5 ns an element) float32 crossed at 7.5e4-4.2e5
+# elements in three runs on a shared machine, float64 at 2.4e4-4.2e4 (~12 ns
+# each); handing a block to the pool cost 30-280 us depending on the load
+# from other processes. With the float64-lane float32 kernel (~3 ns), on a
+# quiet machine (Zen 2, ``--threshold --quick``), all cores were faster from
+# 1e5 for float32 (not at 5.6e4) and from 1.8e4 for float64.
+LOOP_THRESHOLD = {np.dtype(np.float32): 100_000, np.dtype(np.float64): 1 << 15}
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
