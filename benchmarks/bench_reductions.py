@@ -34,12 +34,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
-import statistics
-import timeit
 import tracemalloc
 
 import numba
 import numpy as np
+from bench_common import DTYPES, POS_WEIGHT, SEED, make_data, numpy_loss, time_call
 
 import wce_numba
 from wce_numba import (
@@ -50,36 +49,30 @@ from wce_numba import (
 
 DEFAULT_SIZES = [100_000, 1_000_000, 10_000_000, 30_000_000]
 QUICK_SIZES = [100_000, 1_000_000]
-DTYPES = {"float32": np.float32, "float64": np.float64}
-POS_WEIGHT = 2.0
-SEED = 20261203
+# Longer loops than bench_common's: a fused call at 3e7 takes 50-200 ms.
 TARGET, REPEAT = 0.2, 5
 QUICK_TARGET, QUICK_REPEAT = 0.05, 3
 
 
-def make_data(size: int, dtype):
-    """Labels uniform in [0, 1], logits normal with sd 3, weights in [0, 2]."""
-    rng = np.random.default_rng(SEED)
-    labels = rng.random(size).astype(dtype)
-    logits = (3 * rng.standard_normal(size)).astype(dtype)
-    weight = rng.uniform(0.0, 2.0, size).astype(dtype)
+def make_weighted_data(size: int, dtype):
+    """``bench_common.make_data`` plus sample weights uniform in [0, 2]."""
+    labels, logits = make_data(size, dtype)
+    weight = np.random.default_rng(SEED + 1).uniform(0.0, 2.0, size).astype(dtype)
     return labels, logits, weight
-
-
-def numpy_mean(labels, logits, weight):
-    """TensorFlow's stable form in NumPy, weighted, then its mean."""
-    log_weight = 1 + (POS_WEIGHT - 1) * labels
-    softplus = np.log1p(np.exp(-np.abs(logits))) + np.maximum(-logits, 0)
-    return np.mean(weight * ((1 - labels) * logits + log_weight * softplus))
 
 
 def calls(size: int, dtype) -> dict[str, dict[str, object]]:
     """The timed callables, in two groups: the mean, and value and gradient."""
-    labels, logits, weight = make_data(size, dtype)
-    buffer = np.empty_like(logits)
+    labels, logits, weight = make_weighted_data(size, dtype)
+    buffer, scratch, more_scratch = (np.empty_like(logits) for _ in range(3))
+    q = dtype(POS_WEIGHT)
 
     def then_mean():
         weighted_cross_entropy_with_logits(labels, logits, POS_WEIGHT, out=buffer)
+        return np.mean(buffer * weight)
+
+    def numpy_mean():
+        numpy_loss(labels, logits, q, buffer, scratch, more_scratch)
         return np.mean(buffer * weight)
 
     mean_group = {
@@ -87,7 +80,7 @@ def calls(size: int, dtype) -> dict[str, dict[str, object]]:
             labels, logits, POS_WEIGHT, weight=weight, reduction="mean"
         ),
         "then mean": then_mean,
-        "numpy": lambda: numpy_mean(labels, logits, weight),
+        "numpy": numpy_mean,
     }
     if importlib.util.find_spec("torch") is not None:
         import torch
@@ -117,17 +110,6 @@ def calls(size: int, dtype) -> dict[str, dict[str, object]]:
     return {"mean": mean_group, "value and grad": grad_group}
 
 
-def median_time(func, target: float, repeat: int) -> float:
-    """Median seconds per call over ``repeat`` loops of about ``target`` s."""
-    func()  # warm-up: compilation or loading from the cache
-    timer = timeit.Timer(func)
-    number, elapsed = 1, timer.timeit(1)
-    while elapsed < target / 2:
-        number *= 2
-        elapsed = timer.timeit(number)
-    return statistics.median(timer.repeat(repeat, number)) / number
-
-
 def run_table(sizes, dtypes, target, repeat) -> None:
     header = f"{'dtype':8} {'N':>10}  {'group':15} {'call':15} {'Melem/s':>9}"
     print(header)
@@ -136,7 +118,7 @@ def run_table(sizes, dtypes, target, repeat) -> None:
         for size in sizes:
             for group, group_calls in calls(size, DTYPES[dtype_name]).items():
                 times = {
-                    name: median_time(func, target, repeat)
+                    name: time_call(func, target, repeat)
                     for name, func in group_calls.items()
                 }
                 for name, seconds in times.items():
@@ -167,7 +149,7 @@ def peak_bytes(func) -> int:
 
 def run_memory(size: int, dtype_name: str) -> None:
     dtype = DTYPES[dtype_name]
-    labels, logits, weight = make_data(size, dtype)
+    labels, logits, weight = make_weighted_data(size, dtype)
 
     def then_mean():
         loss = weighted_cross_entropy_with_logits(labels, logits, POS_WEIGHT)
