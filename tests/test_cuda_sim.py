@@ -1949,20 +1949,8 @@ def test_fused_zero_weight_on_an_infinite_loss_is_nan(fused):
     assert results["infinite_loss-sum"]["value"]["values"] == [np.inf]
 
 
-API_FUSED_SCRIPT = textwrap.dedent(
+API_FUSED_SCRIPT = API_SETUP + textwrap.dedent(
     """
-    import json, pathlib, sys, warnings
-    import numpy as np
-    path = sys.argv[1]
-    import wce_numba
-    from wce_numba import _cuda
-    try:
-        _cuda.require_gpu()
-    except ImportError as error:
-        pathlib.Path(path).write_text(json.dumps({"skip": str(error)}))
-        sys.exit()
-    from numba import cuda
-    warnings.simplefilter("ignore", RuntimeWarning)
     d = cuda.to_device
     loss = wce_numba.weighted_cross_entropy_with_logits
     grad = wce_numba.weighted_cross_entropy_with_logits_grad
